@@ -1,0 +1,164 @@
+"""Shared fixtures. Each engineer's fixtures sit under their own banner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------ synthesize (issue: foundation)
+
+
+@pytest.fixture(scope="session")
+def smoke_release(tmp_path_factory) -> Path:
+    """A `smoke` synthetic release (seed 0, real renderers), generated once per test session."""
+    from pipeline.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "release"
+    synthesize(out, "smoke", seed=0, workers=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_track2() -> Path:
+    """The real annotation text: `../shared/track2/` or `TRACK2_SHARED_DIR`. Fails, never skips, if absent."""
+    path = Path(os.environ.get("TRACK2_SHARED_DIR", ROOT.parent / "shared" / "track2"))
+    if not (path / "val_label_dev.txt").is_file():
+        pytest.fail(f"the real Track-2 annotation text is missing: expected {path}/val_label_dev.txt "
+                    "(set TRACK2_SHARED_DIR to its folder)", pytrace=False)
+    return path
+
+# ------------------------------------------------------------------ retrieve / score / register (issue 6)
+
+
+def _retrieval_world(root: Path, seed: int = 0) -> Path:
+    """A tiny prepared data set + member predictions + mapping + test_gt under ``root``.
+
+    Pedestrians state gender and bag, vehicles colour/brand (val, partial labels like the real
+    release) or colour/brand/type (test). Predictions are the labels plus noise, per member.
+    """
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from pipeline import schema
+    from pipeline.mapping import Rule, save_mapping
+
+    rng = np.random.default_rng(seed)
+    ped_vals = [("female", "backpack"), ("male", "backpack"), ("female", "none"), ("male", "shoulder")]
+    veh_vals = [("white", "Audi", "Sedan"), ("black", "BMW", "SUV"), ("white", "BMW", "Sedan")]
+    rows, labels, queries, truth = [], [], [], {}
+    for split, n_ped, n_veh in (("val", 8, 6), ("test", 12, 9)):
+        for i in range(n_ped):
+            name = f"{(1 if split == 'val' else 90001) + i:06d}.jpg"
+            gender, bag = ped_vals[i % len(ped_vals)]
+            idx = {g.name: 0 for g in schema.PEDESTRIAN_GROUPS}
+            idx.update(gender=schema.group("gender").index(gender), bag=schema.group("bag").index(bag),
+                       age=1, hat=1, glasses=1, handbag=1, holds_objects=1, long_coat=1, skirt=1, upper=4)
+            truth[name] = ("pedestrian", {"gender": gender, "bag": bag})
+            rows.append((name, split, "pedestrian", 40, 100))
+            if split == "val":
+                labels.append({"name": name, "split": split, "domain": "pedestrian", **idx,
+                               "color": None, "type": None, "brand": None})
+            text = f"A {gender} pedestrian" + ("" if bag == "none" else f" with a {bag} bag") + "."
+            queries.append((split, text, name if split == "val" else None))
+        for i in range(n_veh):
+            name = f"vehicle_{i + 1:07d}.jpg" if split == "test" else f"veh{split}{i:04d}.jpg"
+            color, brand, typ = veh_vals[i % len(veh_vals)]
+            rows.append((name, split, "vehicle", 120, 90))
+            if split == "val":  # partial labels: "colour Brand." or "Type."
+                lab = {"color": color, "brand": brand, "type": None} if i % 2 == 0 else \
+                    {"color": None, "brand": None, "type": typ}
+                labels.append({"name": name, "split": split, "domain": "vehicle",
+                               **{g.name: None for g in schema.PEDESTRIAN_GROUPS}, **lab})
+                text = f"This is a {color} {brand}." if i % 2 == 0 else f"This is a {typ}."
+            else:
+                lab = {"color": color, "brand": brand, "type": typ}
+                text = f"This is a {color} {brand} {typ}."
+            truth[name] = ("vehicle", lab)
+            queries.append((split, text, name if split == "val" else None))
+    prepared = root / "data" / "prepared"
+    prepared.mkdir(parents=True)
+    img_dir = root / "images"
+    img_dir.mkdir()
+    for name, split, domain, w, h in rows:
+        Image.new("RGB", (w, h), tuple(int(x) for x in rng.integers(0, 255, 3))).save(img_dir / name)
+    images = pd.DataFrame(rows, columns=["name", "split", "domain", "width", "height"])
+    images["path"] = [f"images/{n}" for n in images["name"]]
+    images.loc[images["split"] == "test", "domain"] = None
+    images.to_parquet(prepared / "images.parquet")
+    lab = pd.DataFrame(labels)
+    for g in schema.PEDESTRIAN_GROUPS:
+        lab[g.name] = lab[g.name].astype("Int8")
+    lab.to_parquet(prepared / "labels.parquet")
+    q = pd.DataFrame(queries, columns=["split", "text", "image"])
+    q["query_id"] = q.groupby("split").cumcount()
+    # Vehicles first in test, as in the release.
+    q = pd.concat([q[(q["split"] == "test") & q["text"].str.startswith("This")],
+                   q[(q["split"] == "test") & ~q["text"].str.startswith("This")], q[q["split"] == "val"]])
+    q["query_id"] = q.groupby("split").cumcount()
+    q.to_parquet(prepared / "queries.parquet")
+
+    for member, noise in (("m1", 0.3), ("m2", 0.5)):
+        for split in ("val", "test"):
+            names = images.loc[images["split"] == split, "name"].tolist()
+            for domain in ("pedestrian", "vehicle", "router"):
+                groups = (schema.ROUTER_GROUP,) if domain == "router" else schema.GROUPS_BY_DOMAIN[domain]
+                table = {"name": names}
+                for g in groups:
+                    p = rng.random((len(names), g.n_classes)) * noise
+                    for r, n in enumerate(names):
+                        dom, attrs = truth[n]
+                        v = dom if domain == "router" else attrs.get(g.name)
+                        if v is not None:
+                            p[r, g.index(v)] += 1.0
+                    p /= p.sum(axis=1, keepdims=True)
+                    for k, col in enumerate(schema.prob_columns([g])):
+                        table[col] = p[:, k].astype("float32")
+                out = root / "data" / "predictions" / domain / member
+                out.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(table).to_parquet(out / f"{split}.parquet")
+
+    rules = [Rule("female", "gender", "female"), Rule("male", "gender", "male"),
+             Rule("backpack", "bag", "backpack"), Rule("shoulder", "bag", "shoulder"),
+             Rule("white", "color", "white"), Rule("black", "color", "black"),
+             Rule("audi", "brand", "Audi"), Rule("bmw", "brand", "BMW"),
+             Rule("sedan", "type", "Sedan"), Rule("suv", "type", "SUV")]
+    save_mapping(rules, root / "data" / "mapping" / "mapping.yaml")
+
+    gt = []
+    for text in q.loc[q["split"] == "test", "text"]:
+        st = {g: v for g, v in (("gender", "female" if "female" in text else "male"),) }
+        if text.startswith("This"):
+            words = text[len("This is a "):-1].split()
+            st = {"color": words[0], "brand": words[1], "type": words[2]}
+        else:
+            if "backpack" in text:
+                st["bag"] = "backpack"
+            elif "shoulder" in text:
+                st["bag"] = "shoulder"
+        rel = [n for n, (d, attrs) in truth.items() if n in set(images.loc[images["split"] == "test", "name"])
+               and all(attrs.get(g) == v for g, v in st.items())]
+        gt.append("$".join([text, *rel]))
+    (root / "release" / "test").mkdir(parents=True)
+    (root / "release" / "test" / "test_gt.txt").write_text("\n".join(gt) + "\n")
+    return root
+
+
+@pytest.fixture
+def retrieval_world(tmp_path) -> Path:
+    """A tiny world for the retrieve/register tests (see ``_retrieval_world``)."""
+    return _retrieval_world(tmp_path / "world")
+
+
+@pytest.fixture
+def retrieval_params():
+    """Params pointing the retrieve/register stages at a ``retrieval_world`` (paths relative to it)."""
+    from pipeline.config import parse_params
+
+    return parse_params({"base": {"release_dir": "release", "experiment": "test-retrieval"},
+                         "retrieve": {"members": {"m1": 1.0, "m2": 1.0}, "grid_samples": 1},
+                         "register": {"validation_summary": "reports/validation/summary.json"}})
