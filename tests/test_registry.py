@@ -1,0 +1,242 @@
+"""Register and promote with a temporary MLflow sqlite store; the pyfunc round trip; serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline import registry
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh sqlite tracking store (and artifact root) shared by this module's tests."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("TRACK2_ROOT", str(root))
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mp.undo()
+
+
+@pytest.fixture
+def client(store):
+    from mlflow import MlflowClient
+
+    return MlflowClient(store)
+
+
+_counter = iter(range(10_000))
+
+
+def _model(client, versions):
+    """A registered model with one version per ``(validation, metric)``; returns its name."""
+    name = f"m{next(_counter)}"
+    client.create_registered_model(name)
+    for validation, value in versions:
+        tags = {"validation": validation}
+        if value is not None:
+            tags["val_official_map10"] = str(value)
+        client.create_model_version(name, "file:///nowhere", tags=tags)
+    return name
+
+
+def _production(client, name):
+    v = client.get_registered_model(name).aliases.get("production")
+    return None if v is None else str(v)
+
+
+def test_first_promotion_takes_the_best_validated(client):
+    name = _model(client, [("passed", 0.5), ("passed", 0.6), ("failed", 0.9)])
+    d = registry.promote(client, name)
+    assert d.action == "promote" and _production(client, name) == "2"
+    tags = client.get_model_version(name, "2").tags
+    assert tags["promotion.decision"] == "promote" and "no production model yet" in tags["promotion.reason"]
+    assert tags["promotion.value"] == "0.600000"
+
+
+def test_refuses_failed_validation_even_when_best(client):
+    name = _model(client, [("failed", 0.9), ("missing", 0.95)])
+    d = registry.promote(client, name)
+    assert d.action == "noop" and _production(client, name) is None
+
+
+def test_promote_by_margin_and_noop(client):
+    name = _model(client, [("passed", 0.50)])
+    registry.promote(client, name)
+    assert _production(client, name) == "1"
+    client.create_model_version(name, "file:///nowhere",
+                                tags={"validation": "passed", "val_official_map10": "0.52"})
+    d = registry.promote(client, name, margin=0.05)  # 0.52 does not beat 0.50 by 0.05
+    assert d.action == "noop" and _production(client, name) == "1"
+    assert client.get_model_version(name, "2").tags["promotion.decision"] == "noop"
+    assert registry.promote(client, name, margin=0.05, dry_run=True).action == "noop"
+    d = registry.promote(client, name, margin=0.01)
+    assert d.action == "promote" and _production(client, name) == "2"
+    tags = client.get_model_version(name, "2").tags
+    assert tags["promotion.incumbent"] == "1" and tags["promotion.incumbent_value"] == "0.500000"
+    assert tags["promotion.value"] == "0.520000" and "beats production" in tags["promotion.reason"]
+    assert client.get_model_version(name, "1").tags["promotion.replaced_by"] == "2"
+    # nothing better now: a no-op, production unchanged
+    assert registry.promote(client, name, margin=0.0).action == "noop"
+    assert _production(client, name) == "2"
+
+
+def test_dry_run_changes_nothing(client):
+    name = _model(client, [("passed", 0.7)])
+    d = registry.promote(client, name, dry_run=True)
+    assert d.action == "promote" and _production(client, name) is None
+    assert "promotion.decision" not in client.get_model_version(name, "1").tags
+
+
+def test_promote_other_metric(client):
+    name = _model(client, [("passed", 0.7), ("passed", 0.6)])
+    client.set_model_version_tag(name, "1", "val_hit1", "0.1")
+    client.set_model_version_tag(name, "2", "val_hit1", "0.3")
+    registry.promote(client, name, metric="val_hit1")
+    assert _production(client, name) == "2"
+
+
+def test_validation_status(tmp_path):
+    f = tmp_path / "summary.json"
+    assert registry.validation_status(f) == "missing"
+    f.write_text(json.dumps({"success": False}))
+    assert registry.validation_status(f) == "failed"
+    f.write_text(json.dumps({"status": "passed"}))
+    assert registry.validation_status(f) == "passed"
+    f.write_text(json.dumps({"nothing": 1}))
+    with pytest.raises(registry.RegistryError, match="cannot tell"):
+        registry.validation_status(f)
+
+
+def test_metric_tags():
+    tags = registry.metric_tags({"val": {"all": {"official_map10": 0.5, "n_queries": 3},
+                                         "vehicle": {"hit1": 0.25}},
+                                 "classifiers": {"router_accuracy": 1.0}})
+    assert tags == {"val_official_map10": "0.500000", "val_vehicle_hit1": "0.250000",
+                    "val_router_accuracy": "1.000000"}
+
+
+# --------------------------------------------------------------------------- the real model
+
+def _register(world, params, store, validation="passed"):
+    from pipeline import retrieve
+
+    retrieve.run(params, world)
+    summary = world / "reports" / "validation" / "summary.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps({"success": validation == "passed"}))
+    return registry.register(params, world)
+
+
+@pytest.mark.slow
+def test_register_round_trip_and_tags(retrieval_world, retrieval_params, store, client):
+    import mlflow
+
+    version = _register(retrieval_world, retrieval_params, store)
+    mv = client.get_model_version("track2-ensemble", version)
+    assert mv.tags["validation"] == "passed" and float(mv.tags["val_official_map10"]) > 0.9
+    assert mv.tags["git_commit"] and mv.tags["data_hash"] and mv.tags["distance"] == retrieval_params.retrieve.distance
+    aliases = client.get_registered_model("track2-ensemble").aliases
+    assert str(aliases["challenger"]) == str(version)
+    assert str(aliases["production"]) == str(version)  # register.promote is true by default
+
+    model = mlflow.pyfunc.load_model("models:/track2-ensemble@production")
+    assert model.metadata.signature is not None
+    import pandas as pd
+
+    captions = pd.DataFrame({"caption": ["This is a white Audi Sedan.",
+                                         "A male pedestrian with a backpack bag."]})
+    out = model.predict(captions, params={"top_k": 3})
+    assert out["domain"].tolist() == ["vehicle", "pedestrian"]
+    assert len(out["image_names"].iloc[0]) == 3 and out["image_names"].iloc[0][0].startswith("vehicle_")
+    sub = json.loads((retrieval_world / "data" / "retrieval" / "submission.json").read_text())
+    first = next(r for r in sub["results"] if r["text"] == "This is a white Audi Sedan.")
+    assert list(out["image_names"].iloc[0]) == first["image_names"][:3]  # served = submitted ranking
+    d = out["distances"].iloc[0]
+    assert list(d) == sorted(d)
+
+
+@pytest.mark.slow
+def test_search_and_promote_commands(retrieval_world, retrieval_params, store, monkeypatch):
+    import dataclasses
+
+    import yaml
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    _register(retrieval_world, retrieval_params, store)
+    monkeypatch.chdir(retrieval_world)
+    (retrieval_world / "params.yaml").write_text(yaml.safe_dump(dataclasses.asdict(retrieval_params)))
+    res = CliRunner().invoke(app, ["search", "This is a black BMW SUV.", "--top", "3", "--grid", "g.png"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].startswith("vehicle:") and lines[1].strip().startswith("1. vehicle_")
+    assert Image.open(retrieval_world / "g.png").size[0] > 200
+    res = CliRunner().invoke(app, ["promote", "--dry-run", "--margin", "0.5"])
+    assert res.exit_code == 0 and res.output.startswith("noop:"), res.output
+    res = CliRunner().invoke(app, ["search", "A male pedestrian.", "--alias", "nope"])
+    assert res.exit_code == 2 and "cannot load models:/track2-ensemble@nope" in res.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_captions(retrieval_world, retrieval_params, store):
+    from pipeline.registry import PRODUCTION
+
+    from mlflow import MlflowClient
+
+    if "track2-ensemble" not in {m.name for m in MlflowClient(store).search_registered_models()}:
+        _register(retrieval_world, retrieval_params, store)
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlflow_bin = bin_dir / "mlflow"
+    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m",
+                             f"models:/track2-ensemble@{PRODUCTION}", "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    pytest.fail(f"server did not start:\n{proc.stdout.read().decode()[-3000:]}")
+                time.sleep(1)
+        body = json.dumps({"dataframe_split": {"columns": ["caption"],
+                                               "data": [["This is a black BMW SUV."],
+                                                        ["A female pedestrian with a backpack bag."]]}})
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(req, timeout=30).read())["predictions"]
+        assert [a["domain"] for a in answer] == ["vehicle", "pedestrian"]
+        assert len(answer[0]["image_names"]) == 10 or len(answer[0]["image_names"]) == 9  # 9 test vehicles
+        assert answer[1]["image_names"][0].endswith(".jpg")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=20)
