@@ -131,7 +131,7 @@ def _retrieval_world(root: Path, seed: int = 0) -> Path:
 
     gt = []
     for text in q.loc[q["split"] == "test", "text"]:
-        st = {g: v for g, v in (("gender", "female" if "female" in text else "male"),) }
+        st = {"gender": "female" if "female" in text else "male"}
         if text.startswith("This"):
             words = text[len("This is a "):-1].split()
             st = {"color": words[0], "brand": words[1], "type": words[2]}

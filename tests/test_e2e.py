@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Small settings so the whole pipeline runs in a couple of minutes on 2 cores.
 SMOKE_OVERRIDES: dict[str, dict] = {
     "base": {"profile": "smoke"},
+    # 240 training captions cannot teach the miner every age, type and brand phrase, and some class
+    # values have no training example at all: smoke checks the plumbing, `default` the thresholds.
+    "validate": {"min_class_examples": 0, "min_rules_per_value": 0, "min_mapping_stated_recall": 0.0},
 }
 
 
@@ -82,3 +85,44 @@ def test_dvc_status_is_clean_after_repro(smoke_repo):
     out = subprocess.run(["dvc", "status"], cwd=smoke_repo, env=pipeline_env(smoke_repo),
                          capture_output=True, text=True, check=True).stdout
     assert "up to date" in out.lower(), out
+
+
+@pytest.mark.slow
+def test_contact_sheet_and_ground_truth(smoke_repo):
+    assert (smoke_repo / "reports" / "synthetic_contact_sheet.png").stat().st_size > 10_000
+    gt = (smoke_repo / "data" / "synthetic" / "test" / "test_gt.txt").read_text().splitlines()
+    texts = (smoke_repo / "data" / "synthetic" / "test" / "test_text.txt").read_text().splitlines()
+    assert [line.split("$")[0] for line in gt] == texts
+
+
+@pytest.mark.slow
+def test_prepared_tables_and_mapping(smoke_repo):
+    import pandas as pd
+
+    prepared = smoke_repo / "data" / "prepared"
+    images = pd.read_parquet(prepared / "images.parquet")
+    assert set(images["split"]) == {"train", "val", "test"}
+    report = json.loads((smoke_repo / "reports" / "ingest.json").read_text())
+    assert report, "ingest wrote no counts"
+    assert (smoke_repo / "data" / "mapping" / "mapping.yaml").exists()
+    summary = json.loads((smoke_repo / "reports" / "validation" / "summary.json").read_text())
+    assert summary["status"] == "passed"
+
+
+@pytest.mark.slow
+def test_corrupted_release_stops_the_pipeline_at_validate(tmp_path, smoke_repo):
+    """A bad release must stop `dvc repro` at validate, before any training time is spent."""
+    from tests.test_validate_release import corrupt_release
+
+    repo = copy_repo(tmp_path / "repo")
+    shutil.copytree(smoke_repo / "data" / "synthetic", repo / "data" / "corrupt")
+    corrupt_release(repo / "data" / "corrupt")
+    override_params(repo, {**SMOKE_OVERRIDES, "base": {"profile": "smoke", "release_dir": "data/corrupt"}})
+    result = subprocess.run(["dvc", "repro", "validate"], cwd=repo, env=pipeline_env(repo),
+                            capture_output=True, text=True, timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log[-3000:]
+    assert "validate" in log and "critical" in log, log[-3000:]
+    assert (repo / "reports" / "validation" / "summary.json").exists()
+    assert json.loads((repo / "reports" / "validation" / "summary.json").read_text())["status"] == "failed"
+    assert not (repo / "data" / "models").exists()

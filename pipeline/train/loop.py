@@ -1,0 +1,172 @@
+"""The training loop: AdamW, linear warm-up then cosine decay, a checkpoint every epoch.
+
+Every random draw of an epoch (shuffle order, flips, dropout) comes from a generator seeded by
+``(seed, epoch)``, and the optimiser and scheduler state are in the checkpoint, so a run killed
+after any epoch and resumed ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.train.cache import FeatureSource
+from pipeline.train.model import SubtaskNet, masked_cross_entropy
+
+log = logging.getLogger(__name__)
+
+#: Stop the process (as if killed) after this many epochs - the resume tests' crash hook.
+STOP_ENV = "TRACK2_TRAIN_STOP_AFTER_EPOCHS"
+
+
+class Interrupted(RuntimeError):
+    """Raised by the crash hook after a checkpoint was written."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_frac: float
+    seed: int
+    train_flip: bool = True  # random horizontal flips (needs flipped views of the training rows)
+
+
+class EpochBudget:
+    """Counts epochs run in this process; raises :class:`Interrupted` when ``limit`` is reached."""
+
+    def __init__(self, limit: int | None = None):
+        if limit is None and os.environ.get(STOP_ENV):
+            limit = int(os.environ[STOP_ENV])
+        self.limit, self.used = limit, 0
+
+    def tick(self) -> None:
+        self.used += 1
+        if self.limit is not None and self.used >= self.limit:
+            raise Interrupted(f"stopped after {self.used} epoch(s) ({STOP_ENV})")
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear ramp over ``warmup_steps``, then cosine from 1 to 0."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def _save(obj: dict, path: Path) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def predict(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray,
+            batch_size: int = 256, tta: bool = True) -> dict[str, np.ndarray]:
+    """Class probabilities per head for ``index``; with ``tta`` the mean over the two flips."""
+    net.eval()
+    out: dict[str, list[np.ndarray]] = {name: [] for name in net.names}
+    with torch.no_grad():
+        for s in range(0, len(index), batch_size):
+            idx = torch.as_tensor(index[s:s + batch_size])
+            flips = (False, True) if tta else (False,)
+            acc: dict[str, torch.Tensor] = {}
+            for flip in flips:
+                with torch.autocast("cuda", enabled=source.amp):
+                    logits = net(source.features(crop, flip, idx))
+                for name, z in logits.items():
+                    p = torch.softmax(z.float(), dim=-1)
+                    acc[name] = acc[name] + p if name in acc else p
+            for name, p in acc.items():
+                out[name].append((p / len(flips)).cpu().numpy())
+    return {name: np.concatenate(v) if v else np.zeros((0, net.head(name)[-1].out_features), np.float32)
+            for name, v in out.items()}
+
+
+def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, targets: np.ndarray,
+        weights: Sequence[torch.Tensor | None], cfg: FitConfig, checkpoint: Path, *,
+        evaluate: Callable[[SubtaskNet], dict[str, float]] | None = None,
+        budget: EpochBudget | None = None, desc: str = "train") -> list[dict[str, float]]:
+    """Train ``net`` on rows ``index`` (``targets``: ``(len(index), n_heads)``, -1 = missing).
+
+    Resumes from ``checkpoint`` when it exists; returns the per-epoch history (loss, time and
+    whatever ``evaluate`` returns), which the checkpoint also keeps.
+    """
+    from tqdm import tqdm
+
+    device = source.device
+    net.to(device)
+    heads = net.names
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(index) / cfg.batch_size))
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, cosine_with_warmup(total, max(1, round(cfg.warmup_frac * total))))
+    scaler = torch.amp.GradScaler("cuda", enabled=source.amp)
+    y_all = torch.as_tensor(targets, dtype=torch.long)
+    w = [None if x is None else x.to(device) for x in weights]
+    history: list[dict[str, float]] = []
+    start = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        scaler.load_state_dict(state["scaler"])
+        history, start = state["history"], state["epoch"]
+        if start < cfg.epochs:
+            log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start)
+    for epoch in range(start, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout
+        order = torch.randperm(len(index), generator=gen)
+        flips = torch.randint(0, 2, (len(index),), generator=gen).bool() if cfg.train_flip \
+            else torch.zeros(len(index), dtype=torch.bool)
+        net.train()
+        t0, seen, total_loss = time.perf_counter(), 0, 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                   unit="batch")
+        for step in bar:
+            rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = source.mixed(crop, torch.as_tensor(index)[rows], flips[rows])
+            y = y_all[rows].to(device)
+            with torch.autocast("cuda", enabled=source.amp):
+                logits = net(x)
+            loss = sum(masked_cross_entropy(logits[h], y[:, j], w[j]) for j, h in enumerate(heads))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            seen += len(rows)
+            loss_value = float(loss.detach())
+            total_loss += loss_value * len(rows)
+            bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        bar.close()
+        record = {"epoch": epoch + 1, "loss": total_loss / max(1, seen),
+                  "epoch_s": time.perf_counter() - t0, "lr": sched.get_last_lr()[0]}
+        if evaluate is not None:
+            record.update(evaluate(net))
+        history.append(record)
+        log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
+                 ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        _save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+               "scaler": scaler.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
+        if budget is not None:
+            budget.tick()
+    net.eval()
+    return history
