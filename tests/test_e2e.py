@@ -126,3 +126,26 @@ def test_corrupted_release_stops_the_pipeline_at_validate(tmp_path, smoke_repo):
     assert (repo / "reports" / "validation" / "summary.json").exists()
     assert json.loads((repo / "reports" / "validation" / "summary.json").read_text())["status"] == "failed"
     assert not (repo / "data" / "models").exists()
+
+
+@pytest.mark.slow
+def test_training_outputs_every_member(smoke_repo):
+    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
+    for domain in ("pedestrian", "vehicle", "router"):
+        for backbone in params["train"]["backbones"]:
+            for split in ("val", "test"):
+                assert (smoke_repo / "data" / "predictions" / domain / backbone / f"{split}.parquet").exists()
+            assert (smoke_repo / "reports" / "train" / f"{domain}-{backbone}.json").exists()
+
+
+@pytest.mark.slow
+def test_submission_and_production_model(smoke_repo):
+    texts = (smoke_repo / "data" / "synthetic" / "test" / "test_text.txt").read_text().splitlines()
+    submission = json.loads((smoke_repo / "data" / "retrieval" / "submission.json").read_text())
+    assert [r["text"] for r in submission["results"]] == texts
+    assert all(len(r["image_names"]) == 10 for r in submission["results"])
+    metrics = json.loads((smoke_repo / "data" / "retrieval" / "metrics.json").read_text())
+    assert {"val", "test"} <= set(metrics)
+    register = json.loads((smoke_repo / "reports" / "register.json").read_text())
+    assert register["validation"] == "passed"
+    assert register["aliases"]["production"] == register["version"]
