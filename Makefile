@@ -25,12 +25,14 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning made training steps 10x slower.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test venv lock bench clean help
+.PHONY: run test venv lock bench ui serve clean help
 
 help:
 	@echo "make run   - run the whole pipeline (dvc repro) on the embedded synthetic data set"
 	@echo "make test  - run the test suite"
 	@echo "make bench - run the benchmarks (writes bench/results/*.json)"
+	@echo "make ui    - the MLflow UI on http://127.0.0.1:5000 (runs, metrics, the model registry)"
+	@echo "make serve - serve models:/track2-ensemble@production on http://127.0.0.1:5001"
 
 $(VENV_DIR)/.complete: $(LOCK)
 	@mkdir -p $(VENV_STORE)
@@ -54,6 +56,12 @@ test: venv
 
 bench: venv
 	set -e; for b in bench/bench_*.py; do python $$b; done
+
+ui: venv
+	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
+
+serve: venv
+	mlflow models serve -m models:/track2-ensemble@production --env-manager local --host 127.0.0.1 --port 5001
 
 # Refresh requirements.lock from requirements.in (needs the network to PyPI).
 lock:
