@@ -88,10 +88,10 @@ class TrainParams:
     pretrained: bool = True
     weights: dict[str, str] = field(default_factory=dict)  # backbone -> local weights file (EVA, ConvNeXt)
     input_size: dict[str, list[int]] = field(default_factory=lambda: {
-        "pedestrian": [64, 32], "vehicle": [64, 64], "router": [64, 64]})  # [H, W] per domain
+        "pedestrian": [96, 48], "vehicle": [96, 96], "router": [64, 64]})  # [H, W] per domain
     # "Train the last N blocks" per domain (int, "full" or "linear"); per-backbone overrides below.
     trainable: dict[str, int | str] = field(default_factory=lambda: {
-        "pedestrian": 1, "vehicle": 1, "router": 1})
+        "pedestrian": 2, "vehicle": 1, "router": 1})
     trainable_by_backbone: dict[str, dict[str, int | str]] = field(default_factory=dict)
     epochs: dict[str, int] = field(default_factory=lambda: {"pedestrian": 6, "vehicle": 6, "router": 2})
     batch_size: int = 64
@@ -115,6 +115,9 @@ class TrainParams:
         "color": 0.9, "type": 0.9, "brand": 0.9})
     tta_flip: bool = True  # predict on the image and its mirror, average the probabilities
     train_flip: bool = False  # random flips in training (doubles the training rows' prefix cost)
+    # Domains whose images are letterboxed, not stretched: the router then sees the shape (portrait
+    # pedestrian vs. wide vehicle), which survives the train->test camera shift.
+    keep_aspect: list[str] = field(default_factory=lambda: ["router"])
     eval_every_epoch: bool = True
     device: str = "auto"
     amp: bool = True  # CUDA only

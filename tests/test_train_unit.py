@@ -95,6 +95,21 @@ def test_views_cut_the_right_region(tmp_path):
 
 # --------------------------------------------------------------------------- masked loss
 
+def test_keep_aspect_letterboxes_instead_of_stretching(tmp_path):
+    """The router's view keeps the shape: a portrait crop gets grey bars left and right."""
+    from PIL import Image
+
+    path = tmp_path / "portrait.jpg"
+    Image.new("RGB", (20, 60), (250, 10, 10)).save(path, quality=95)
+    full = {"full": (0.0, 1.0, 0.0, 1.0)}
+    boxed = load_views(path, full, (32, 32), keep_aspect=True)["full"]
+    stretched = load_views(path, full, (32, 32))["full"]
+    assert boxed.shape == stretched.shape == (3, 32, 32)
+    assert np.all(np.abs(boxed[:, :, :3].astype(int) - 128) <= 1)  # padding at the sides
+    assert boxed[0, 16, 16] > 200 and boxed[1, 16, 16] < 60  # the red object in the middle
+    assert stretched[0, :, 0].min() > 200  # stretching fills the width with the object
+
+
 def test_masked_loss_ignores_missing_labels_and_their_gradient():
     logits = torch.randn(5, 3, requires_grad=True)
     target = torch.tensor([0, MISSING, 2, MISSING, 1])

@@ -27,7 +27,7 @@ CACHE_MODES = ("memory", "disk", "off")
 
 def read_pixels(paths: Sequence[str], boxes: dict[str, tuple[float, float, float, float]],
                 size: tuple[int, int], interpolation: str = "bilinear", workers: int = 2,
-                desc: str = "decode"):
+                desc: str = "decode", keep_aspect: bool = False):
     """Yield ``(start, {crop: uint8 (B, 3, H, W)})`` in order, decoding each image once."""
     from tqdm import tqdm
 
@@ -35,7 +35,7 @@ def read_pixels(paths: Sequence[str], boxes: dict[str, tuple[float, float, float
     with ThreadPoolExecutor(max(1, workers)) as pool, \
             tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
         for start in range(0, len(paths), chunk):
-            views = list(pool.map(lambda p: load_views(p, boxes, size, interpolation),
+            views = list(pool.map(lambda p: load_views(p, boxes, size, interpolation, keep_aspect),
                                   paths[start:start + chunk]))
             bar.update(len(views))
             yield start, {c: np.stack([v[c] for v in views]) for c in boxes}
@@ -94,13 +94,14 @@ class CachedFeatures(FeatureSource):
 
     def __init__(self, prefix, paths, boxes, size, mean, std, *, interpolation="bilinear",
                  device="cpu", amp=False, batch_size=64, workers=2, disk_dir: str | Path | None = None,
-                 flip_rows: np.ndarray | None = None):
+                 flip_rows: np.ndarray | None = None, keep_aspect: bool = False):
         super().__init__(prefix, mean, std, device, amp)
         self.store: dict[tuple[str, bool], object] = {}
         self._tmp = None
         flipped = np.ones(len(paths), bool) if flip_rows is None else np.isin(np.arange(len(paths)), flip_rows)
         self.flipped = flipped
-        for start, pixels in read_pixels(paths, boxes, size, interpolation, workers, "prefix cache"):
+        for start, pixels in read_pixels(paths, boxes, size, interpolation, workers, "prefix cache",
+                                            keep_aspect):
             for crop, px in pixels.items():
                 for flip in (False, True):
                     # Flipped views only where asked for (TTA rows, training rows with flip augmentation).
@@ -156,10 +157,11 @@ class RecomputedFeatures(FeatureSource):
     """Naive baseline (``cache: off``): decoded pixels kept, prefix recomputed on every call."""
 
     def __init__(self, prefix, paths, boxes, size, mean, std, *, interpolation="bilinear",
-                 device="cpu", amp=False, batch_size=64, workers=2, disk_dir=None, flip_rows=None):
+                 device="cpu", amp=False, batch_size=64, workers=2, disk_dir=None, flip_rows=None,
+                 keep_aspect=False):
         super().__init__(prefix, mean, std, device, amp)
         self.pixels = {c: np.empty((len(paths), 3, *size), dtype=np.uint8) for c in boxes}
-        for start, px in read_pixels(paths, boxes, size, interpolation, workers, "decode"):
+        for start, px in read_pixels(paths, boxes, size, interpolation, workers, "decode", keep_aspect):
             for c, v in px.items():
                 self.pixels[c][start:start + len(v)] = v
         self.batch_size = batch_size

@@ -129,8 +129,13 @@ def crop_box(crop: str, boxes: dict[str, list[float]]) -> tuple[float, float, fl
 
 
 def load_views(path: str | Path, boxes: dict[str, tuple[float, float, float, float]],
-               size: tuple[int, int], interpolation: str = "bilinear") -> dict[str, np.ndarray]:
-    """Decode one image once and return each named crop resized to ``size`` (H, W) as uint8 CHW."""
+               size: tuple[int, int], interpolation: str = "bilinear",
+               keep_aspect: bool = False) -> dict[str, np.ndarray]:
+    """Decode one image once and return each named crop resized to ``size`` (H, W) as uint8 CHW.
+
+    ``keep_aspect`` letterboxes instead of stretching: the crop is scaled to fit and centred on a
+    grey canvas, so the network still sees the object's shape (portrait pedestrian vs. wide car).
+    """
     from PIL import Image
 
     resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
@@ -145,9 +150,22 @@ def load_views(path: str | Path, boxes: dict[str, tuple[float, float, float, flo
     for name, (top, bottom, left, right) in boxes.items():
         box = (round(left * w), round(top * h), max(round(right * w), round(left * w) + 1),
                max(round(bottom * h), round(top * h) + 1))
-        view = im.crop(box).resize((size[1], size[0]), resample)
+        view = im.crop(box)
+        view = _letterbox(view, size, resample) if keep_aspect else view.resize((size[1], size[0]), resample)
         out[name] = np.asarray(view, dtype=np.uint8).transpose(2, 0, 1).copy()
     return out
+
+
+def _letterbox(view, size: tuple[int, int], resample):
+    """Scale ``view`` to fit ``size`` (H, W) keeping its aspect ratio, centred on mid-grey."""
+    from PIL import Image
+
+    h, w = size
+    scale = min(w / view.width, h / view.height)
+    fitted = view.resize((max(1, round(view.width * scale)), max(1, round(view.height * scale))), resample)
+    canvas = Image.new("RGB", (w, h), (128, 128, 128))
+    canvas.paste(fitted, ((w - fitted.width) // 2, (h - fitted.height) // 2))
+    return canvas
 
 
 # --------------------------------------------------------------------------- imbalance

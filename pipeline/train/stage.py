@@ -319,7 +319,8 @@ def run_train(params: Params, domain: str, backbone: str, budget=None) -> dict[s
     source = build_features(tp.cache, prefix, list(data.paths), boxes, size, cfg["mean"], cfg["std"],
                             interpolation=cfg.get("interpolation", "bilinear"), device=device,
                             amp=tp.amp, batch_size=tp.eval_batch_size, workers=tp.workers,
-                            disk_dir=tp.cache_dir or None, flip_rows=flip_rows(params, data))
+                            disk_dir=tp.cache_dir or None, flip_rows=flip_rows(params, data),
+                            keep_aspect=domain in tp.keep_aspect)
     t_cache = time.perf_counter() - t_start
     ckpt_root = Path(tp.checkpoint_dir) / domain / backbone / fingerprint(params, domain, backbone)
     models_dir = Path(tp.models_dir) / domain / backbone
