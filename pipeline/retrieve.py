@@ -213,7 +213,9 @@ def draw_grid(text: str, names: Sequence[str], hits: Sequence[bool] | None, path
         except (KeyError, OSError):
             im = Image.new("RGB", (w - 2 * border, h), "lightgrey")
         canvas.paste(im, (x + (w - im.width) // 2, y + border + (h - im.height) // 2))
-        draw.text((x, y + h + 2 * border + 4), f"{i + 1}. {name[:12]}", fill="black",
+        # Keep the end of long names: "vehicle_0000157" differs from its neighbours only there.
+        stem = name.rsplit(".", 1)[0]
+        draw.text((x, y + h + 2 * border + 4), f"{i + 1}. {stem[-12:]}", fill="black",
                   font=ImageFont.load_default(size=10))
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
