@@ -84,6 +84,16 @@ def _key(df: pd.DataFrame) -> pd.Series:
     return df["split"].astype("string") + "/" + df["name"].astype("string")
 
 
+def _text_expectations(column: str, present: str, plural: str, min_chars: int, max_chars: int) -> list:
+    """Caption-like text: present, not blank, of sane length (labels' captions and query texts)."""
+    return [
+        expectation("ExpectColumnValuesToNotBeNull", present, column=column),
+        expectation("ExpectColumnValuesToMatchRegex", f"{plural} are not blank", column=column, regex=r"\S"),
+        expectation("ExpectColumnValueLengthsToBeBetween", f"{plural} are {min_chars}-{max_chars} characters long",
+                    column=column, min_value=min_chars, max_value=max_chars),
+    ]
+
+
 def _name_expectations(test_split: bool) -> list:
     from great_expectations.expectations.row_conditions import Column
 
@@ -170,11 +180,8 @@ def labels_suite(labels: pd.DataFrame, images: pd.DataFrame, min_caption_chars: 
                     column_list=["split", "name"]),
         expectation("ExpectColumnValuesToBeInSet", "every label names an image of its split in the images table",
                     column="has_image", value_set=[True]),
-        expectation("ExpectColumnValuesToNotBeNull", "every label has a caption", column="caption"),
-        expectation("ExpectColumnValuesToMatchRegex", "captions are not blank", column="caption", regex=r"\S"),
-        expectation("ExpectColumnValueLengthsToBeBetween",
-                    f"captions are {min_caption_chars}-{max_caption_chars} characters long",
-                    column="caption", min_value=min_caption_chars, max_value=max_caption_chars),
+        *_text_expectations("caption", "every label has a caption", "captions", min_caption_chars,
+                            max_caption_chars),
         expectation("ExpectColumnValuesToNotMatchRegex", "captions hold no '$' field separator",
                     column="caption", regex=r"\$"),
         expectation("ExpectColumnValuesToMatchRegex", "every label has a non-blank attribute field",
@@ -240,11 +247,8 @@ def queries_suite(queries: pd.DataFrame, images: pd.DataFrame, min_caption_chars
                     min_value=0),
         expectation("ExpectCompoundColumnsToBeUnique", "query ids are unique within a split",
                     column_list=["split", "query_id"]),
-        expectation("ExpectColumnValuesToNotBeNull", "every query has a text", column="text"),
-        expectation("ExpectColumnValuesToMatchRegex", "query texts are not blank", column="text", regex=r"\S"),
-        expectation("ExpectColumnValueLengthsToBeBetween",
-                    f"query texts are {min_caption_chars}-{max_caption_chars} characters long",
-                    column="text", min_value=min_caption_chars, max_value=max_caption_chars),
+        *_text_expectations("text", "every query has a text", "query texts", min_caption_chars,
+                            max_caption_chars),
         expectation("ExpectColumnValuesToBeInSet", "every train/val query names an image of its split",
                     column="image_known", value_set=[True]),
         expectation("ExpectColumnValuesToBeNull", "test queries name no image", column="image",
