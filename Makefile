@@ -55,7 +55,7 @@ test: venv
 	python -m pytest
 
 bench: venv
-	set -e; for b in bench/bench_*.py; do python $$b; done
+	set -e; for b in bench/bench_*.py; do PYTHONPATH=$(CURDIR) python $$b; done
 
 ui: venv
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
