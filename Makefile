@@ -45,8 +45,12 @@ $(VENV_DIR)/.complete: $(LOCK)
 	  $(VENV_DIR)/bin/pip install -q --no-deps -r $(LOCK); \
 	  touch $(VENV_DIR)/.complete'
 
+# The project itself is installed editable (no dependencies: the lock has them all) into the shared
+# environment, pointing at this clone; re-pointed when another clone used the environment last.
 venv: $(VENV_DIR)/.complete
 	@ln -sfn $(VENV_DIR) $(VENV)
+	@if [ "$$($(VENV)/bin/python -I -c 'import pipeline, pathlib; print(pathlib.Path(pipeline.__file__).parent.parent)' 2>/dev/null)" != "$(CURDIR)" ]; then \
+	  flock $(VENV_STORE)/.build.lock $(VENV)/bin/pip install -q --no-deps -e . ; fi
 
 run: venv
 	dvc repro
@@ -55,7 +59,7 @@ test: venv
 	python -m pytest
 
 bench: venv
-	set -e; for b in bench/bench_*.py; do PYTHONPATH=$(CURDIR) python $$b; done
+	set -e; for b in bench/bench_*.py; do python $$b; done
 
 ui: venv
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import MappingParams
+from pipeline.config import load_params
 from pipeline.ingest import labels_from_files
 from pipeline.mapping import CaptionMapping, mine_rules, pairs_from_frame
 
@@ -77,10 +77,11 @@ def main() -> None:
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "loadavg_before": os.getloadavg()[0]}}
 
+    config = load_params(ROOT / "params.yaml").mapping
     mining = {}
     for name, build in (("synthetic_full", synthetic_full_train), ("real_resampled", real_resampled_train)):
         frame = build()
-        times, rules = timed(lambda: mine_rules(pairs_from_frame(frame), MappingParams()), args.repeats)
+        times, rules = timed(lambda: mine_rules(pairs_from_frame(frame), config), args.repeats)
         mining[name] = {"lines": len(frame), "rules": len(rules), "seconds_min": round(min(times), 2),
                         "seconds_median": round(statistics.median(times), 2), "target_seconds": 60}
         print(f"mining {name}: {len(frame)} lines -> {len(rules)} rules in {min(times):.1f} s (min)")

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +35,6 @@ for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "
     os.environ.setdefault(key, value)
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("bench_train")
 

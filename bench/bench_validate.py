@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import ValidateParams  # noqa: E402
+from pipeline.config import ValidateParams
 
 FULL = {"train": (83_413, 42_704), "val": (6_587, 3_413), "test": (10_000, 7_611)}  # pedestrians, vehicles
 N_FULL = sum(p + v for p, v in FULL.values())

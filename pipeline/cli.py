@@ -1,15 +1,17 @@
 """The command line: ``python -m pipeline --help``.
 
-Each command is a thin wrapper: it parses options, loads ``params.yaml`` and calls a plain
-function in the stage's module. Heavy imports (torch, mlflow, great_expectations) happen inside
-the commands so that ``--help`` answers at once.
+Stage commands are thin: they take the stage's files as options (``dvc.yaml`` passes them), load
+``params.yaml`` and hand both to :func:`pipeline.stage.execute`, which runs the stage module's
+``run(params, io)`` inside one MLflow run (``--no-track``: without MLflow). Bad input exits 2 with
+one line on stderr. Heavy imports (torch, mlflow, great_expectations) happen inside the commands
+so that ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -17,6 +19,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Decoupled text-to-image retrieval for Track-2 (DVC + MLflow pipeline).")
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="The params file to read.")
+TrackOption = typer.Option(True, "--track/--no-track", help="Record the stage as an MLflow run.")
+
+
+def path_in(help: str) -> Any:
+    """A required input path option."""
+    return typer.Option(..., help=f"[in] {help}")
+
+
+def path_out(help: str) -> Any:
+    """A required output path option."""
+    return typer.Option(..., help=f"[out] {help}")
 
 
 @app.callback()
@@ -34,7 +47,7 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def load(params_path: Path):
+def load(params_path: Path) -> Any:
     """Load params or exit with the loader's message."""
     from pipeline.config import ConfigError, load_params
 
@@ -44,7 +57,135 @@ def load(params_path: Path):
         fail(str(e))
 
 
-# ------------------------------------------------------------------ synthesize (issue: foundation)
+#: What a stage raises for bad input (every stage error subclasses ValueError): one line, exit 2.
+INPUT_ERRORS = (FileNotFoundError, ValueError, KeyError)
+
+
+def stage(name: str, run: Callable, params_path: Path, io: Any, track: bool, **kwargs: Any) -> dict:
+    """Run a stage through :func:`pipeline.stage.execute`; bad input exits 2 with its message."""
+    from pipeline.stage import execute
+
+    params = load(params_path)
+    try:
+        return execute(name, run, params, io, track=track, **kwargs)
+    except INPUT_ERRORS as e:
+        fail(str(e) if not isinstance(e, KeyError) else f"missing key {e}")
+
+
+# ------------------------------------------------------------------ stages (dvc.yaml runs these)
+
+@app.command()
+def synthesize(release: Path = path_out("The release folder (official layout), replaced."),
+               contact_sheet: Path = path_out("A PNG grid of samples with their captions."),
+               params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage synthesize: the base.profile synthetic release for base.seed."""
+    from pipeline.synth.stage import SynthesizeIO, run
+
+    s = stage("synthesize", run, params, SynthesizeIO(release, contact_sheet), track)
+    typer.echo(f"{s['images']} images in {s['seconds']:.1f} s -> {release}")
+
+
+@app.command()
+def ingest(release: Path = path_in("The release folder (official Track-2 layout)."),
+           prepared: Path = path_out("Folder of the typed tables and quarantine.csv."),
+           report: Path = path_out("The counts JSON."),
+           params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage ingest: the release -> typed tables, malformed lines quarantined with reasons."""
+    from pipeline.ingest import IngestIO, run
+
+    stage("ingest", run, params, IngestIO(release, prepared, report), track)
+
+
+@app.command("mapping")
+def mapping_stage(labels: Path = path_in("The prepared labels.parquet."),
+                  overrides: Optional[Path] = typer.Option(None, help="[in] Curated add/drop rules."),
+                  mapping: Path = path_out("The mapping YAML."),
+                  report: Path = path_out("Quality on val, JSON."),
+                  plot: Path = path_out("The quality as a bar chart, PNG."),
+                  params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage mapping: mine rules from the train split, merge the overrides, report quality on val."""
+    from pipeline.mapping.stage import MappingIO, run
+
+    stage("mapping", run, params, MappingIO(labels, overrides, mapping, report, plot), track)
+
+
+@app.command()
+def validate(prepared: Path = path_in("Ingest's tables."), release: Path = path_in("The release folder."),
+             mapping: Path = path_in("The mapping YAML."), mapping_report: Path = path_in("The mapping's quality JSON."),
+             out: Path = path_out("The report folder (summary.json gates training)."),
+             params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage validate: Great Expectations suites; exits 1 on a critical failure so `dvc repro` stops."""
+    from pipeline.validate import ValidateIO, run
+
+    s = stage("validate", run, params, ValidateIO(prepared, release, mapping, mapping_report, out), track)
+    if s["status"] != "passed":
+        fail(f"validation failed: {s['failed_critical']} critical expectations ({s['failed_warning']} warnings); "
+             f"see {out / 'summary.md'}", code=1)
+    typer.echo(f"validation passed ({s['failed_warning']} warnings): {out / 'summary.md'}")
+
+
+@app.command()
+def train(domain: str = typer.Option(..., help="pedestrian, vehicle or router."),
+          backbone: str = typer.Option(..., help="A registered backbone (see pipeline/backbones.py)."),
+          prepared: Path = path_in("Ingest's tables."),
+          gate: Path = path_in("Validate's summary.json: no training on data that failed validation."),
+          models: Path = path_out("Folder of the subtask models."),
+          predictions: Path = path_out("Folder of {val,test}.parquet."),
+          report: Path = path_out("The training report JSON."),
+          checkpoints: Path = typer.Option(..., help="Scratch folder of checkpoints (resume after a crash)."),
+          params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage train: every subtask of DOMAIN on BACKBONE (shared frozen-prefix cache)."""
+    import os
+
+    # Before torch loads: idle OpenMP threads sleep instead of spinning, else a 2-core machine
+    # shared with other processes runs the small tail convolutions ~10x slower (docs/training.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from pipeline import backbones, schema
+
+    if domain not in schema.TRAINING_DOMAINS:
+        fail(f"unknown domain {domain!r}; expected one of {list(schema.TRAINING_DOMAINS)}")
+    if backbone not in backbones.list_backbones():
+        fail(f"unknown backbone {backbone!r}; registered: {backbones.list_backbones()}")
+    from pipeline.train.loop import Interrupted
+    from pipeline.train.stage import TrainIO, run
+
+    io = TrainIO(domain, backbone, prepared, gate, models, predictions, report, checkpoints)
+    try:
+        r = stage(f"train-{domain}-{backbone}", run, params, io, track, section="train",
+                  data=(prepared,), tags={"domain": domain, "backbone": backbone})
+    except Interrupted as e:
+        fail(f"{e}; rerun to resume from the last checkpoint", code=3)
+    typer.echo(f"{domain}/{backbone}: {r['beats_majority']} subtasks beat the majority baseline in {r['time_s']:.0f}s")
+
+
+@app.command()
+def retrieve(prepared: Path = path_in("Ingest's tables."), release: Path = path_in("The release (test/test_gt.txt scores test)."),
+             predictions: Path = path_in("Folder of <domain>/<backbone>/{val,test}.parquet."),
+             mapping: Path = path_in("The mapping YAML."),
+             out: Path = path_out("Folder of submission.json, metrics.json, ranker.json, the gallery, plots, grids."),
+             params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage retrieve: ensemble, route and rank; the submission, metrics, plots and grids."""
+    from pipeline.retrieve import RetrieveIO, run
+
+    stage("retrieve", run, params, RetrieveIO(prepared, release, predictions, mapping, out), track,
+          data=(prepared,))
+
+
+@app.command()
+def register(retrieval: Path = path_in("The retrieve stage's folder."), mapping: Path = path_in("The mapping YAML."),
+             validation: Path = path_in("Validate's summary.json."), queries: Path = path_in("The prepared queries.parquet."),
+             report: Path = path_out("The register report JSON."),
+             params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage register: the ensemble as an MLflow pyfunc, alias challenger (and promote)."""
+    from pipeline.registry import RegisterIO, run
+
+    r = stage("register", run, params, RegisterIO(retrieval, mapping, validation, queries, report), track,
+              data=(queries.parent,))
+    typer.echo(f"registered version {r['version']}" if r["registered"] else
+               f"built and checked the model (not registered: --no-track) -> {report}")
+
+
+# ------------------------------------------------------------------ tools
 
 @app.command()
 def synth(
@@ -55,7 +196,7 @@ def synth(
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     contact_sheet: Optional[Path] = typer.Option(None, help="Also draw a PNG grid of samples with captions."),
 ) -> None:
-    """Write the synthetic Track-2 release (images, labels, test texts and test ground truth)."""
+    """Write a synthetic Track-2 release of any profile and seed (the `synthesize` stage without params)."""
     from pipeline.synth import SynthError, synthesize
 
     try:
@@ -69,43 +210,14 @@ def synth(
     typer.echo(f"{summary['images']} images in {summary['seconds']:.1f} s -> {out}")
 
 
-
-# ------------------------------------------------------------------ ingest / mapping / parse
-
-@app.command()
-def ingest(params: Path = ParamsOption) -> None:
-    """Stage ingest: read the release (base.release_dir) into typed tables under base.prepared_dir."""
-    from pipeline.ingest import IngestError, ingest as run_ingest
-
-    p = load(params)
-    try:
-        run_ingest(p.base.release_dir, p.base.prepared_dir, Path(p.base.reports_dir) / "ingest.json",
-                   workers=p.ingest.workers)
-    except IngestError as e:
-        fail(str(e))
-
-
-@app.command("mapping")
-def mapping_stage(params: Path = ParamsOption) -> None:
-    """Stage mapping: mine rules from the prepared train split, report quality on val."""
-    from pipeline.mapping import run_stage
-
-    p = load(params)
-    try:
-        run_stage(p.base.prepared_dir, p.mapping, Path(p.base.reports_dir) / "mapping.json")
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
-
-
 @app.command("mine-mapping")
 def mine_mapping(
     labels: list[Path] = typer.Option(..., "--labels", help="image$attribute$caption file(s) or labels.parquet."),
     out: Path = typer.Option(..., "--out", help="The mapping YAML to write."),
-    overrides: Optional[Path] = typer.Option(None, "--overrides", help="Overrides to merge (default: mapping.overrides of params)."),
-    no_overrides: bool = typer.Option(False, "--no-overrides", help="Write the mined rules only."),
+    overrides: Optional[Path] = typer.Option(None, "--overrides", help="Overrides to merge (none by default)."),
     params: Path = ParamsOption,
 ) -> None:
-    """Mine caption phrase -> attribute rules from labelled captions."""
+    """Mine caption phrase -> attribute rules from labelled captions (mapping params of params.yaml)."""
     import pandas as pd
 
     from pipeline.ingest import IngestError, labels_from_files
@@ -120,8 +232,7 @@ def mine_mapping(
         frames = [pd.read_parquet(f) for f in labels if f.suffix == ".parquet"]
         frames += [labels_from_files(txt)] if txt else []
         df = pd.concat(frames, ignore_index=True)
-        ov = None if no_overrides else (overrides or (Path(p.mapping.overrides) if p.mapping.overrides else None))
-        rules = build_mapping(df, p.mapping, ov)
+        rules = build_mapping(df, p.mapping, overrides)
     except (IngestError, FileNotFoundError, ValueError, KeyError) as e:
         fail(str(e))
     save_mapping(rules, out, meta={"mined_from": [str(f) for f in labels], "train_captions": len(df)})
@@ -157,95 +268,14 @@ def parse(
         typer.echo(f"{len(texts)} captions -> {out}", err=True)
 
 
-
-# ------------------------------------------------------------------ validate
-
-@app.command()
-def validate(params_path: Path = ParamsOption,
-             track: bool = typer.Option(True, "--track/--no-track", help="Log the result to MLflow.")) -> None:
-    """Great Expectations suites over tables, images, mapping and drift (stage `validate`).
-
-    Writes reports/validation/ (summary.json/.md/.html, Data Docs) and exits 1 when a critical
-    expectation fails, so `dvc repro` stops before training.
-    """
-    from pipeline.validate import run_validation
-    from pipeline.validate.report import short_summary
-
-    params = load(params_path)
-    try:
-        result = run_validation(params, track=track)
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
-    if not result.passed:
-        s = result.summary
-        typer.secho(short_summary(result.outcomes), err=True)
-        fail(f"validation failed: {s['failed_critical']} critical expectations "
-             f"({s['failed_warning']} warnings); see {result.files['summary.md']}", code=1)
-    typer.echo(f"validation passed ({result.summary['failed_warning']} warnings): {result.files['summary.md']}")
-
-
-# ------------------------------------------------------------------ train
-
-@app.command()
-def train(
-    domain: str = typer.Option(..., help="pedestrian, vehicle or router."),
-    backbone: str = typer.Option(..., help="A registered backbone (see pipeline/backbones.py)."),
-    params_path: Path = ParamsOption,
-) -> None:
-    """Train every subtask of DOMAIN on BACKBONE (shared frozen-prefix cache, MLflow child runs)."""
-    import os
-
-    # Before torch loads: idle OpenMP threads sleep instead of spinning, else a 2-core machine
-    # shared with other processes runs the small tail convolutions ~10x slower (docs/training.md).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from pipeline.train.data import DOMAINS
-
-    params = load(params_path)
-    if domain not in DOMAINS:
-        fail(f"unknown domain {domain!r}; expected one of {list(DOMAINS)}")
-    from pipeline import backbones
-
-    if backbone not in backbones.list_backbones():
-        fail(f"unknown backbone {backbone!r}; registered: {backbones.list_backbones()}")
-    from pipeline.train.loop import Interrupted
-    from pipeline.train.stage import run_train
-
-    try:
-        report = run_train(params, domain, backbone)
-    except Interrupted as e:
-        fail(f"{e}; rerun to resume from the last checkpoint", code=3)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        fail(str(e))
-    typer.echo(f"{domain}/{backbone}: {report['beats_majority']} subtasks beat the majority baseline "
-               f"in {report['time_s']:.0f}s")
-
-
-# ------------------------------------------------------------------ retrieve / score / register / promote / search
-
-
-@app.command()
-def retrieve(params: Path = ParamsOption) -> None:
-    """Ensemble, route and rank: submission.json, metrics.json, plots and grids (stage `retrieve`)."""
-    from pipeline.retrieve import RetrieveError, log_to_mlflow, run
-    from pipeline.metrics import TextOrderError
-
-    p = load(params)
-    try:
-        result = run(p)
-    except (RetrieveError, TextOrderError, FileNotFoundError, ValueError) as e:  # bad inputs, named
-        fail(str(e))
-    log_to_mlflow(p, result, Path(p.retrieve.out_dir))
-
-
 @app.command()
 def score(submission: Path = typer.Option(..., "--submission", help="Submission JSON (official format)."),
           gt: Optional[Path] = typer.Option(None, "--gt", help="Organisers' ground truth: text$img$img..."),
           labels: Optional[Path] = typer.Option(None, "--labels",
                                                 help="image$attribute$caption file; line i is query i."),
-          relevance: str = typer.Option("inclusion", "--relevance",
-                                        help="inclusion | label (with --labels)."),
-          mapping: Path = typer.Option(Path("data/mapping/mapping.yaml"), "--mapping",
-                                       help="Caption mapping (what a caption states).")) -> None:
+          relevance: str = typer.Option("inclusion", "--relevance", help="inclusion | label (with --labels)."),
+          mapping: Optional[Path] = typer.Option(None, "--mapping",
+                                                 help="Caption mapping (what a caption states; with --labels).")) -> None:
     """Score a submission; the official mAP@10 is the last line."""
     from pipeline.metrics import TextOrderError
     from pipeline.score import ScoreError, format_report
@@ -259,16 +289,23 @@ def score(submission: Path = typer.Option(..., "--submission", help="Submission 
 
 
 @app.command()
-def register(params: Path = ParamsOption) -> None:
-    """Log the ensemble as a pyfunc, register it with alias challenger (stage `register`)."""
-    from pipeline.registry import RegistryError
-    from pipeline.registry import register as run_register
+def contract(write: bool = typer.Option(False, "--write", help="Rewrite the table in docs/architecture.md."),
+             root: Path = typer.Option(Path("."), help="The repository root.")) -> None:
+    """Check that dvc.yaml and the code agree on every stage's files and modules."""
+    from pipeline import contract as c
 
-    try:
-        version = run_register(load(params))
-    except RegistryError as e:
-        fail(str(e))
-    typer.echo(f"registered version {version}")
+    doc = root / "docs" / "architecture.md"
+    if write:
+        doc.write_text(c.render_into(doc, root))
+        typer.echo(f"contract table -> {doc}")
+    found = c.problems(root)
+    for line in found:
+        typer.secho(line, err=True)
+    if found:
+        fail(f"{len(found)} contract problems", code=1)
+    if not write and c.render_into(doc, root) != doc.read_text():
+        fail(f"{doc} is out of date: run `python -m pipeline contract --write`", code=1)
+    typer.echo("contract holds: every stage names its files once and depends on the code it runs")
 
 
 @app.command()
@@ -302,7 +339,7 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
            grid: Optional[Path] = typer.Option(None, "--grid", help="Also draw the results to this PNG."),
            alias: str = typer.Option("production", "--alias", help="Registry alias to load."),
            params: Path = ParamsOption) -> None:
-    """Rank the gallery for a caption with models:/track2-ensemble@production."""
+    """Rank the gallery for a caption with models:/<register.model_name>@production."""
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -321,7 +358,7 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
     for i, (name, dist) in enumerate(zip(out["image_names"], out["distances"]), start=1):
         typer.echo(f"{i:3d}. {name}  {dist:.4f}")
     if grid is not None:
-        from pipeline.retrieve import draw_grid
+        from pipeline.figures import draw_grid
 
         images = Path(p.base.prepared_dir) / "images.parquet"
         paths = dict(pd.read_parquet(images, columns=["name", "path"]).itertuples(index=False)) \

@@ -1,245 +1,298 @@
-"""Typed loader for ``params.yaml``.
+"""The typed ``params.yaml``: one pydantic model per section, checked when it is loaded.
 
-Each stage reads only its own section plus ``base``. The loader builds frozen dataclasses and
-rejects unknown keys and mistyped values with a message naming the offending key, so a typo in
-``params.yaml`` fails at once instead of silently using a default.
+``params.yaml`` is the one place every value is set: the models below say what each key may hold
+(types, ranges, the allowed names) but carry no defaults, so a key missing from the file is an
+error naming it, and so is an unknown key, a wrong type or a value out of range.
 
-To add a parameter: add a field (with its default) to the stage's dataclass below, then the key
-to ``params.yaml`` and to the stage's ``params:`` list in ``dvc.yaml``.
+Paths are not params: ``dvc.yaml`` names every file a stage reads or writes, on the stage's
+command line, under the roots of ``base`` (``*_dir``). A section may carry a ``profiles`` block
+of values that replace its own when ``base.profile`` matches (the smoke profile's thresholds).
+
+To add a parameter: add the field (with its type and range) to the section's model, the key with
+its value and a comment to ``params.yaml``; ``dvc.yaml`` already depends on the whole section.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
+import copy
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PROFILES = ("smoke", "default", "full")
-Profile = Literal["smoke", "default", "full"]
+from pipeline import schema
+from pipeline.choices import CacheMode, Crop, Device, Distance, Profile, Relevance
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+#: "Train the last N units" (0 = frozen, heads only), or every unit, or a linear probe.
+Trainable = NonNegInt | Literal["full", "linear"]
 
 
 class ConfigError(ValueError):
-    """A bad ``params.yaml``: unknown key, wrong type or missing section."""
+    """A bad ``params.yaml``: syntax, unknown or missing key, wrong type or value out of range."""
 
 
-@dataclass(frozen=True)
-class BaseParams:
-    seed: int = 0
-    profile: Profile = "default"
-    release_dir: str = "data/synthetic"  # the release to use; a real one goes here too
-    prepared_dir: str = "data/prepared"
-    reports_dir: str = "reports"
-    experiment: str = "track2-retrieval"  # MLflow experiment of every stage
+class Section(BaseModel):
+    """A params section: strict types (YAML ``1`` is not ``true``), no unknown keys, read-only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-@dataclass(frozen=True)
-class SynthesizeParams:
-    workers: int = 2
+class BaseParams(Section):
+    seed: NonNegInt
+    profile: Profile
+    experiment: Annotated[str, Field(min_length=1)]  # the MLflow experiment of every stage
+    # The roots under which dvc.yaml names every file.
+    release_dir: str
+    prepared_dir: str
+    mapping_dir: str
+    models_dir: str
+    predictions_dir: str
+    retrieval_dir: str
+    checkpoint_dir: str
+    reports_dir: str
 
 
-@dataclass(frozen=True)
-class IngestParams:
-    workers: int = 2  # processes reading image headers on big releases
+class SynthesizeParams(Section):
+    workers: PosInt
 
 
-@dataclass(frozen=True)
-class MappingParams:
-    out: str = "data/mapping/mapping.yaml"  # the mined rules merged with the overrides
-    overrides: str = "mapping_overrides.yaml"  # curated additions/removals, in git
-    max_ngram: int = 4  # longest candidate phrase, in words
-    min_support: int = 2  # training captions a rule must cover
-    min_precision: float = 1.0  # on the training pairs
-    alpha: float = 0.001  # chance level: base_rate ** support must be below it
-    absence_groups: tuple[str, ...] = ("gender",)  # groups whose no-bit value captions state (male)
+class IngestParams(Section):
+    workers: PosInt
 
 
-@dataclass(frozen=True)
-class ValidateParams:
-    workers: int = 0  # image checks in parallel; 0 = all cores
-    decode_fraction: float = 1.0  # share of images fully decoded (headers are read for all)
-    min_width: int = 16
-    min_height: int = 16
-    max_width: int = 4096
-    max_height: int = 4096
-    min_pixel_std: float = 2.0  # below: a blank or one-colour image
-    min_caption_chars: int = 5  # "A Bus." is a real vehicle caption
-    max_caption_chars: int = 500
-    min_class_examples: int = 1  # per class value in the training split
-    max_quarantine_fraction: float = 0.01  # per label/text file
-    mapping: str = "data/mapping/mapping.yaml"
-    mapping_report: str = "reports/mapping.json"
-    min_rules_per_value: int = 1  # rules every value a caption can state needs
-    min_mapping_precision: float = 0.98
-    min_mapping_stated_recall: float = 0.98
-    max_drift_tvd: float = 0.25  # train->test total variation distance of vehicle colour/type mix
-    max_caption_length_change: float = 0.25  # relative change of mean caption words
+class MappingParams(Section):
+    max_ngram: PosInt
+    min_support: PosInt
+    min_precision: Fraction
+    alpha: Annotated[float, Field(gt=0.0, le=1.0)]
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    """Decoupled subtask training (pipeline/train, docs/training.md)."""
+class ValidateParams(Section):
+    workers: NonNegInt
+    decode_fraction: Fraction
+    min_width: PosInt
+    min_height: PosInt
+    max_width: PosInt
+    max_height: PosInt
+    min_pixel_std: Annotated[float, Field(ge=0.0)]
+    min_caption_chars: NonNegInt
+    max_caption_chars: PosInt
+    min_class_examples: NonNegInt
+    max_quarantine_fraction: Fraction
+    min_rules_per_value: NonNegInt
+    min_mapping_precision: Fraction
+    min_mapping_stated_recall: Fraction
+    max_drift_tvd: Fraction
+    max_caption_length_change: Annotated[float, Field(ge=0.0)]
 
-    backbones: list[str] = field(default_factory=lambda: ["tf_efficientnet_lite0", "mobilenetv2_100"])
-    pretrained: bool = True
-    weights: dict[str, str] = field(default_factory=dict)  # backbone -> local weights file (EVA, ConvNeXt)
-    input_size: dict[str, list[int]] = field(default_factory=lambda: {
-        "pedestrian": [96, 48], "vehicle": [96, 96], "router": [64, 64]})  # [H, W] per domain
-    # "Train the last N blocks" per domain (int, "full" or "linear"); per-backbone overrides below.
-    trainable: dict[str, int | str] = field(default_factory=lambda: {
-        "pedestrian": 2, "vehicle": 1, "router": 1})
-    trainable_by_backbone: dict[str, dict[str, int | str]] = field(default_factory=dict)
-    epochs: dict[str, int] = field(default_factory=lambda: {"pedestrian": 6, "vehicle": 6, "router": 2})
-    batch_size: int = 64
-    eval_batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_frac: float = 0.1
-    head_dropout: float = 0.2
-    class_weight_power: float = 0.5  # 0: plain cross-entropy, 1: inverse class frequency
-    crops: dict[str, str] = field(default_factory=lambda: {
-        "hat": "top", "glasses": "top", "handbag": "middle", "bag": "middle",
-        "holds_objects": "middle", "upper": "middle", "skirt": "bottom"})  # other groups: full
-    crop_boxes: dict[str, list[float]] = field(default_factory=lambda: {
-        "full": [0.0, 1.0, 0.0, 1.0], "top": [0.0, 0.35, 0.1, 0.9],
-        "middle": [0.2, 0.75, 0.05, 0.95], "bottom": [0.45, 1.0, 0.0, 1.0]})  # [top, bottom, left, right]
-    cache: Literal["memory", "disk", "off"] = "memory"
-    cache_dir: str = ""  # where `disk` puts its memory maps (default: the system temp folder)
-    multitask: bool = False  # one net, shared tail, all heads: the "no decoupling" ablation
-    pseudo_label: bool = True
-    pseudo_thresholds: dict[str, float] = field(default_factory=lambda: {
-        "color": 0.9, "type": 0.9, "brand": 0.9})
-    tta_flip: bool = True  # predict on the image and its mirror, average the probabilities
-    train_flip: bool = False  # random flips in training (doubles the training rows' prefix cost)
-    # Domains whose images are letterboxed, not stretched: the router then sees the shape (portrait
-    # pedestrian vs. wide vehicle), which survives the train->test camera shift.
-    keep_aspect: list[str] = field(default_factory=lambda: ["router"])
-    eval_every_epoch: bool = True
-    device: str = "auto"
-    amp: bool = True  # CUDA only
-    threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    workers: int = 2  # image-decoding threads
-    log_models: bool = True
-    keep_checkpoints: bool = False
-    checkpoint_dir: str = "data/checkpoints"
-    models_dir: str = "data/models"
-    predictions_dir: str = "data/predictions"
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> ValidateParams:
+        for low, high in (("min_width", "max_width"), ("min_height", "max_height"),
+                          ("min_caption_chars", "max_caption_chars")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) is above {high} ({getattr(self, high)})")
+        return self
 
 
-@dataclass(frozen=True)
-class RetrieveParams:
-    # backbone -> ensemble weight; every member needs predictions for all three domains
-    members: dict[str, float] = field(default_factory=lambda: {"tf_efficientnet_lite0": 1.0,
-                                                                "mobilenetv2_100": 1.0})
-    distance: Literal["published", "paper", "full"] = "paper"  # see pipeline/rank.py, docs/retrieval.md
-    relevance: Literal["inclusion", "label"] = "inclusion"  # val relevance rule
-    top_k: int = 10
-    grid_samples: int = 4  # retrieval grids per split and domain
-    predictions_dir: str = "data/predictions"
-    mapping: str = "data/mapping/mapping.yaml"
-    out_dir: str = "data/retrieval"
+CropBox = Annotated[list[Fraction], Field(min_length=4, max_length=4)]  # [top, bottom, left, right]
 
 
-@dataclass(frozen=True)
-class RegisterParams:
-    model_name: str = "track2-ensemble"
-    retrieval_dir: str = "data/retrieval"  # the retrieve stage's outputs (gallery, metrics)
-    mapping: str = "data/mapping/mapping.yaml"  # bundled into the served model
-    metric: str = "val_official_map10"  # version tag compared by promote (higher is better)
-    margin: float = 0.0  # a challenger must beat production by more than this
-    promote: bool = True  # end the pipeline by promoting, so a fresh run has a production model
-    validation_summary: str = "reports/validation/summary.json"
-    mapping_loader: str = "pipeline.mapping:load_mapping"  # module:function the served model calls
-    report: str = "reports/register.json"  # the version registered and the promotion decision
+class TrainParams(Section):
+    backbones: Annotated[list[str], Field(min_length=1)]
+    pretrained: bool
+    weights: dict[str, str]
+    input_size: dict[schema.TrainingDomain, Annotated[list[PosInt], Field(min_length=2, max_length=2)]]
+    trainable: dict[schema.TrainingDomain, Trainable]
+    trainable_by_backbone: dict[str, dict[schema.TrainingDomain, Trainable]]
+    epochs: dict[schema.TrainingDomain, PosInt]
+    batch_size: PosInt
+    cache_batch_size: PosInt
+    lr: Annotated[float, Field(gt=0.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    warmup_frac: Fraction
+    head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    class_weight_power: Annotated[float, Field(ge=0.0)]
+    crops: dict[str, Crop]
+    crop_boxes: dict[Crop, CropBox]
+    cache: CacheMode
+    cache_dir: str
+    multitask: bool
+    pseudo_label: bool
+    pseudo_thresholds: dict[str, Fraction]
+    tta_flip: bool
+    train_flip: bool
+    keep_aspect: list[schema.TrainingDomain]
+    eval_every_epoch: bool
+    device: Device
+    amp: bool
+    threads: NonNegInt
+    workers: PosInt
+    log_models: bool
+    keep_checkpoints: bool
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        for key in ("input_size", "trainable", "epochs"):
+            missing = [d for d in schema.TRAINING_DOMAINS if d not in getattr(self, key)]
+            if missing:
+                raise ValueError(f"{key}: no entry for {missing}")
+        unknown = sorted(set(self.crops) - set(schema.GROUPS))
+        if unknown:
+            raise ValueError(f"crops: unknown groups {unknown}; known: {sorted(schema.GROUPS)}")
+        undefined = sorted({c for c in self.crops.values()} - set(self.crop_boxes))
+        if undefined:
+            raise ValueError(f"crops use {undefined}, which crop_boxes does not define")
+        for name, (top, bottom, left, right) in self.crop_boxes.items():
+            if not (top < bottom and left < right):
+                raise ValueError(f"crop_boxes.{name}: need top < bottom and left < right, got "
+                                 f"{[top, bottom, left, right]}")
+        return self
+
+
+class RetrieveParams(Section):
+    members: Annotated[dict[str, Annotated[float, Field(gt=0.0)]], Field(min_length=1)]  # backbone -> weight
+    distance: Distance
+    relevance: Relevance
+    top_k: PosInt
+    grid_samples: NonNegInt
+
+
+class RegisterParams(Section):
+    model_name: Annotated[str, Field(min_length=1)]
+    metric: Annotated[str, Field(min_length=1)]
+    margin: Annotated[float, Field(ge=0.0)]
+    promote: bool
+    mapping_loader: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")]  # module:function
 
 
 @dataclass(frozen=True)
 class Params:
-    base: BaseParams = field(default_factory=BaseParams)
-    synthesize: SynthesizeParams = field(default_factory=SynthesizeParams)
-    ingest: IngestParams = field(default_factory=IngestParams)
-    mapping: MappingParams = field(default_factory=MappingParams)
-    validate: ValidateParams = field(default_factory=ValidateParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    retrieve: RetrieveParams = field(default_factory=RetrieveParams)
-    register: RegisterParams = field(default_factory=RegisterParams)
+    """Every section, checked. A plain dataclass: section names such as ``validate`` would shadow
+    pydantic's own methods on a model."""
+
+    base: BaseParams
+    synthesize: SynthesizeParams
+    ingest: IngestParams
+    mapping: MappingParams
+    validate: ValidateParams
+    train: TrainParams
+    retrieve: RetrieveParams
+    register: RegisterParams
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section as plain data (what a stage's MLflow run logs as params)."""
+        return getattr(self, name).model_dump(mode="json")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+SECTIONS: dict[str, type[Section]] = {f.name: typing.get_type_hints(Params)[f.name] for f in fields(Params)}
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and build dataclasses; raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arm in typing.get_args(tp):
-            if arm is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _convert(value, arm, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: expected {_type_name(tp)}")
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
-        items = [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
-        return {_convert(k, key_tp, f"{where}.{k}"): _convert(v, val_tp, f"{where}.{k}")
-                for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    return value
+def _key(section: str, error: dict[str, Any]) -> str:
+    # Union arms add their own names to the location ("constrained-int", "literal['full','linear']").
+    parts = [section] + [str(p) for p in error["loc"]
+                         if not (isinstance(p, str) and (p.startswith(("constrained-", "literal[", "function-"))
+                                                        or p in ("int", "str", "float", "bool")))]
+    return ".".join(parts)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown key {key!r} in params; known keys"
-                          f"{' of ' + where if where else ''}: {sorted(known)}")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
+def _section_errors(section: str, model: type[Section], error: ValidationError) -> list[str]:
+    """The errors of one section as lines naming the key; a union's arms become one line."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for err in error.errors():
+        by_key.setdefault(_key(section, err), []).append(err)
+    lines = []
+    for key, errs in by_key.items():
+        kind = errs[0]["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"unknown key {key!r} in params; known keys of {section}: {sorted(model.model_fields)}")
+        elif kind == "missing":
+            lines.append(f"missing key {key!r} in params (params.yaml sets every value)")
+        else:
+            got = errs[0].get("input")
+            shown = "" if isinstance(got, (dict, Section)) else f" (got {got!r})"
+            msgs = dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs)
+            lines.append(f"{key}: {' or '.join(msgs)}{shown}")
+    return lines
+
+
+def _apply_profiles(data: dict[str, Any]) -> dict[str, Any]:
+    """Replace each section's values with its ``profiles[base.profile]`` block, then drop the blocks."""
+    data = copy.deepcopy(data)
+    profile = (data.get("base") or {}).get("profile")
+    for name, section in data.items():
+        if not isinstance(section, dict) or "profiles" not in section:
+            continue
+        blocks = section.pop("profiles") or {}
+        if not isinstance(blocks, dict):
+            raise ConfigError(f"{name}.profiles: expected a mapping of profile -> values")
+        for prof, values in blocks.items():
+            if prof not in Profile.__args__:
+                raise ConfigError(f"{name}.profiles: unknown profile {prof!r}; known: {list(Profile.__args__)}")
+            unknown = sorted(set(values or {}) - set(section))
+            if unknown:
+                raise ConfigError(f"unknown key '{name}.profiles.{prof}.{unknown[0]}' in params: a profile "
+                                  f"replaces keys of {name}, so it must be one of them")
+        section.update(blocks.get(profile) or {})
+    return data
 
 
 def parse_params(data: dict[str, Any]) -> Params:
-    """Build :class:`Params` from an already-loaded mapping."""
-    return _build(Params, data, "")
+    """Check a loaded params mapping (profile blocks applied); raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"params must be a mapping of sections, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in params; known keys: {sorted(SECTIONS)}")
+    data = _apply_profiles(data)
+    sections, lines = {}, []
+    for name, model in SECTIONS.items():
+        if not isinstance(data.get(name), dict):
+            lines.append(f"missing section {name!r} in params" if data.get(name) is None
+                         else f"{name}: expected a mapping, got {data[name]!r}")
+            continue
+        try:
+            sections[name] = model.model_validate(data[name])
+        except ValidationError as e:
+            lines += _section_errors(name, model, e)
+    if lines:
+        lines.sort(key=lambda line: line.startswith("missing"))  # a typo first: it explains the "missing" key
+        more = f" (and {len(lines) - 1} more: {'; '.join(lines[1:4])})" if len(lines) > 1 else ""
+        raise ConfigError(lines[0] + more)
+    return Params(**sections)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Load and check ``params.yaml``; raise :class:`ConfigError` naming the bad key."""
+def merge(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``overrides`` merged in, nested mappings key by key (a new dict)."""
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """``params.yaml`` as data; a missing file or a YAML syntax error is one line naming where."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found (run from the repository root or pass --params)")
-    with path.open() as f:
-        return parse_params(yaml.safe_load(f) or {})
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: YAML syntax error: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: YAML syntax error: {e}") from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Load and check ``params.yaml`` (plus ``overrides``, merged in); raise :class:`ConfigError`."""
+    return parse_params(merge(read_yaml(path), overrides or {}))

@@ -1,17 +1,15 @@
 """Ingest a Track-2 release into typed Parquet tables (stage ``ingest``).
 
-Reads the release layout of docs/architecture.md and writes under ``base.prepared_dir``:
-``images.parquet``, ``labels.parquet``, ``queries.parquet`` and ``quarantine.csv``. Images are
-referenced by path, never copied; width and height come from the image header only.
+Reads the release layout of docs/architecture.md and writes under ``IngestIO.prepared`` the
+tables of :mod:`pipeline.formats.tables`: ``images.parquet``, ``labels.parquet``,
+``queries.parquet`` and ``quarantine.csv``. Images are referenced by path, never copied; width
+and height come from the image header only.
 
 Every line read is either kept or quarantined (file, line number, raw line, reason), so per file
-``read = kept + quarantined``. Lines are read as bytes: a UTF-8 BOM at the start of a file and a
-CR before the newline are dropped; trailing blank lines are not data and are only counted
-(``trailing_blank``); a blank line inside a file is quarantined.
-
-Duplicate image names within one label file: when every copy is the same line, the first is kept
-and the repeats quarantined ("duplicate line"); when the copies disagree nothing tells which is
-right, so all of them are quarantined ("conflicting duplicate").
+``read = kept + quarantined``. How lines are read (BOM, CRLF, trailing blank lines, bad UTF-8),
+what makes a label line well-formed and which duplicate image names are rejected:
+:mod:`pipeline.formats.lines`. Ingest adds the checks against the files: a label line whose
+image is missing or has no valid header is quarantined too, and so is a blank line inside a file.
 """
 
 from __future__ import annotations
@@ -21,197 +19,76 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from pipeline.formats import (
+    IMAGE_DIRS, IMAGE_SUFFIXES, LABEL_FILES, TEST_TEXT, LabelLine, check_label_lines, label_frame,
+    labels_from_files, parse_label_line, read_label_file, read_lines, table_frame, write_table,
+)
+from pipeline.formats.lines import Reject
 
-from pipeline import schema
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.config import Params
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-LABEL_FILES = {"train": "train/train_label.txt", "val": "val/val_label.txt"}
-IMAGE_DIRS = {"train": "train/train_images", "val": "val/val_images", "test": "test/test_images"}
-TEST_TEXT = "test/test_text.txt"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-QUARANTINE_COLUMNS = ["file", "line", "raw", "reason"]
+# The label-file readers moved to pipeline.formats; named here too for the callers that import them
+# from ingest (mine-mapping, the mapping tests, bench_mapping).
+__all__ = ["IngestError", "IngestIO", "LabelLine", "check_label_lines", "image_sizes", "ingest",
+           "label_frame", "labels_from_files", "parse_label_line", "read_label_file", "read_lines", "run"]
 
 
-class IngestError(RuntimeError):
+class IngestError(ValueError):
     """The release cannot be ingested at all (a missing file or folder)."""
 
 
+@dataclass(frozen=True)
+class IngestIO:
+    """The files of the ingest stage (named on its command line by dvc.yaml)."""
+
+    release: Path   # in: the release folder (official layout)
+    prepared: Path  # out: images/labels/queries.parquet + quarantine.csv
+    report: Path    # out: the counts JSON (reports/ingest.json)
+
+    def artifacts(self) -> list[Path]:
+        return [Path(self.prepared) / "quarantine.csv"]
+
+
+def run(params: Params, io: IngestIO) -> dict[str, Any]:
+    """The stage: :func:`ingest` the release with ``params.ingest``; return the report."""
+    return ingest(io.release, io.prepared, io.report, workers=params.ingest.workers)
+
+
+# --------------------------------------------------------------------------- label files
+
 @dataclass
-class LabelLine:
-    """One well-formed label line: image name, raw attribute field, caption and parsed label."""
+class LabelFile:
+    """One label file of the release, read and checked against its image folder."""
 
-    line: int
-    raw: str
-    name: str
-    attribute: str
-    caption: str
-    domain: str
-    bits: np.ndarray | None = None  # pedestrians: (21,) int8
-    vehicle: dict[str, str] = field(default_factory=dict)  # vehicles: color/brand/type present
-
-
-def read_lines(path: Path) -> tuple[list[tuple[int, str | None, str]], int]:
-    """Lines of a text file as ``(line_number, text or None if not UTF-8, raw for the record)``.
-
-    Drops a leading UTF-8 BOM, the CR of CRLF endings and trailing blank lines; returns the lines
-    and the number of trailing blank lines dropped.
-    """
-    data = path.read_bytes()
-    if not data:
-        return [], 0
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    parts = data.split(b"\n")
-    out = []
-    for i, b in enumerate(parts, start=1):
-        if b.endswith(b"\r"):
-            b = b[:-1]
-        try:
-            out.append((i, b.decode("utf-8"), ""))
-        except UnicodeDecodeError:
-            out.append((i, None, b.decode("utf-8", errors="backslashreplace")))
-    trailing = 0
-    while out and out[-1][1] is not None and not out[-1][1].strip():
-        out.pop()
-        trailing += 1
-    # split() yields one empty piece after a final newline; that is the normal end, not a blank line.
-    if data.endswith(b"\n") and trailing:
-        trailing -= 1
-    return [(i, t, t if t is not None else r) for i, t, r in out], trailing
+    split: str
+    rel: str  # path inside the release
+    kept: list[LabelLine]  # well-formed lines whose image file exists
+    bad: list[Reject]
+    read: int
+    trailing: int
+    unlabelled: int  # image files that no well-formed line names
 
 
-def parse_label_line(text: str) -> LabelLine | str:
-    """Parse one ``image$attribute$caption`` line; return a :class:`LabelLine` or the reason it is bad."""
-    if not text.strip():
-        return "blank line"
-    fields = text.split("$")
-    if len(fields) != 3:
-        if len(fields) > 3 and fields[0].strip() and _attribute_ok(fields[1]):
-            return f"a '$' inside the caption ({len(fields)} '$'-separated fields, expected 3)"
-        return f"wrong field count: {len(fields)} '$'-separated fields, expected 3"
-    name, attribute, caption = (f.strip() for f in fields)
-    if not name:
-        return "empty image name"
-    if "/" in name or "\\" in name or not name.lower().endswith(IMAGE_SUFFIXES):
-        return f"bad image name {name!r}"
-    if not caption:
-        return "empty caption"
-    if _looks_like_bits(attribute):
-        try:
-            bits = schema.parse_bits(attribute)
-        except ValueError as e:
-            return f"bad bit string: {e}"
-        problems = schema.constraint_violations(bits)
-        if problems:
-            return "bits break constraints: " + "; ".join(problems)
-        return LabelLine(0, text, name, attribute, caption, "pedestrian", bits=bits)
-    try:
-        vehicle = schema.parse_vehicle_phrase(attribute)
-    except ValueError as e:
-        return f"bad vehicle label: {e}"
-    return LabelLine(0, text, name, attribute, caption, "vehicle", vehicle=vehicle)
-
-
-def _looks_like_bits(attribute: str) -> bool:
-    a = attribute.strip()
-    return bool(a) and (a[0].isdigit() or "," in a)
-
-
-def _attribute_ok(attribute: str) -> bool:
-    return not isinstance(parse_label_line(f"x.jpg${attribute}$x"), str)
-
-
-def check_label_lines(lines: list[tuple[int, str | None, str]]) -> tuple[list[LabelLine], list[tuple[int, str, str]]]:
-    """Split a label file's lines into kept lines and ``(line, raw, reason)`` rejects."""
-    kept: list[LabelLine] = []
-    bad: list[tuple[int, str, str]] = []
-    for number, text, raw in lines:
-        if text is None:
-            bad.append((number, raw, "invalid UTF-8"))
-            continue
-        res = parse_label_line(text)
-        if isinstance(res, str):
-            bad.append((number, raw, res))
-        else:
-            res.line = number
-            kept.append(res)
-    by_name: dict[str, list[LabelLine]] = {}
-    for rec in kept:
-        by_name.setdefault(rec.name, []).append(rec)
-    dropped: set[int] = set()
-    for name, recs in by_name.items():
-        if len(recs) == 1:
-            continue
-        first = recs[0]
-        if all(r.raw.strip() == first.raw.strip() for r in recs):
-            for r in recs[1:]:
-                bad.append((r.line, r.raw, f"duplicate line (image {name} first at line {first.line})"))
-                dropped.add(r.line)
-        else:
-            others = ", ".join(str(r.line) for r in recs)
-            for r in recs:
-                bad.append((r.line, r.raw, f"conflicting duplicate of image {name} (lines {others})"))
-                dropped.add(r.line)
-    kept = [r for r in kept if r.line not in dropped]
-    bad.sort()
-    return kept, bad
-
-
-def read_label_file(path: str | Path) -> tuple[list[LabelLine], list[tuple[int, str, str]], int]:
-    """Kept lines, rejects and trailing blank count of one label file (no image checks)."""
-    path = Path(path)
-    if not path.exists():
-        raise IngestError(f"label file {path} not found")
-    lines, trailing = read_lines(path)
+def scan_label_file(release: Path, split: str) -> LabelFile:
+    """Read ``split``'s label file and reject the lines whose image file is missing."""
+    rel = LABEL_FILES[split]
+    lines, trailing = read_lines(release / rel)
     kept, bad = check_label_lines(lines)
-    return kept, bad, trailing
+    folder = release / IMAGE_DIRS[split]
+    on_disk = set(_list_images(folder))
+    present = [r for r in kept if r.name in on_disk]
+    bad += [(r.line, r.raw, f"image file missing: {folder / r.name}") for r in kept if r.name not in on_disk]
+    return LabelFile(split, rel, present, bad, len(lines), trailing, len(on_disk - {r.name for r in kept}))
 
 
-def label_frame(records: list[LabelLine], split: str):
-    """``labels.parquet`` rows for kept label lines (see docs/architecture.md)."""
-    import pandas as pd
-
-    n = len(records)
-    ped = [r.domain == "pedestrian" for r in records]
-    bits = np.zeros((n, schema.N_BITS), np.int8)
-    for i, r in enumerate(records):
-        if r.bits is not None:
-            bits[i] = r.bits
-    groups = schema.bits_matrix_to_groups(bits) if n else np.zeros((0, len(schema.PEDESTRIAN_GROUPS)), np.int8)
-    mask = ~np.asarray(ped, bool)
-    cols: dict[str, Any] = {
-        "name": pd.array([r.name for r in records], dtype="string"),
-        "split": pd.array([split] * n, dtype="string"),
-        "domain": pd.array([r.domain for r in records], dtype="string"),
-        "attribute": pd.array([r.attribute for r in records], dtype="string"),
-        "caption": pd.array([r.caption for r in records], dtype="string"),
-    }
-    for j, bit in enumerate(schema.PEDESTRIAN_BITS):
-        cols[bit] = pd.arrays.IntegerArray(bits[:, j].copy(), mask.copy())
-    for j, g in enumerate(schema.PEDESTRIAN_GROUPS):
-        cols[g.name] = pd.arrays.IntegerArray(groups[:, j].astype(np.int8), mask.copy())
-    for g in ("color", "type", "brand"):
-        cols[g] = pd.array([r.vehicle.get(g) for r in records], dtype="string")
-    return pd.DataFrame(cols)
-
-
-def labels_from_files(paths: list[str | Path]):
-    """A ``labels.parquet``-shaped frame of the kept lines of label files (used by mine-mapping)."""
-    import pandas as pd
-
-    frames = []
-    for p in paths:
-        kept, bad, _ = read_label_file(p)
-        if bad:
-            log.warning("%s: %d malformed lines skipped (first: line %d, %s)", p, len(bad), bad[0][0], bad[0][2])
-        frames.append(label_frame(kept, Path(p).stem.split("_")[0]))
-    return pd.concat(frames, ignore_index=True)
-
+# --------------------------------------------------------------------------- images
 
 def image_size(path: str) -> tuple[int, int] | None:
     """(width, height) from the image header (no decoding), or None when unreadable."""
@@ -245,130 +122,122 @@ def _list_images(folder: Path) -> list[str]:
                   if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
 
 
-def ingest(release_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None,
-           workers: int = 2) -> dict[str, Any]:
-    """Read the release at ``release_dir`` and write the prepared tables under ``out_dir``.
+# --------------------------------------------------------------------------- the tables
 
-    Returns the report (also written to ``report_path`` as JSON). Raises :class:`IngestError`
-    naming the first missing file or folder.
-    """
-    import pandas as pd
+@dataclass
+class Rows:
+    """What the release contributes to each table, gathered file by file in release order."""
 
-    release = Path(release_dir)
-    out = Path(out_dir)
+    images: list[tuple[str, str, str, str | None, tuple[int, int]]] = field(default_factory=list)
+    labels: list[pd.DataFrame] = field(default_factory=list)
+    queries: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+    quarantine: list[tuple[str, int, str, str]] = field(default_factory=list)
+    files: dict[str, dict[str, int]] = field(default_factory=dict)  # per release file: line counts
+
+
+def check_release(release: Path) -> None:
+    """Raise :class:`IngestError` naming every missing file or folder of the layout."""
     if not release.is_dir():
-        raise IngestError(f"release folder {release} not found (base.release_dir in params.yaml)")
+        raise IngestError(f"release folder {release} not found (set base.release_dir in params.yaml)")
     needed = [release / f for f in (*LABEL_FILES.values(), TEST_TEXT)] + [release / d for d in IMAGE_DIRS.values()]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise IngestError(f"release {release} is incomplete; missing: {', '.join(missing)}")
 
-    quarantine: list[tuple[str, int, str, str]] = []
-    files: dict[str, dict[str, int]] = {}
-    present: dict[str, list[LabelLine]] = {}
-    bad_lines: dict[str, list[tuple[int, str, str]]] = {}
-    unlabelled: dict[str, int] = {}
-    for split, rel in LABEL_FILES.items():
-        lines, trailing = read_lines(release / rel)
-        kept, bad = check_label_lines(lines)
-        folder = release / IMAGE_DIRS[split]
-        on_disk = set(_list_images(folder))
-        present[split] = [r for r in kept if r.name in on_disk]
-        bad += [(r.line, r.raw, f"image file missing: {folder / r.name}") for r in kept if r.name not in on_disk]
-        bad_lines[split] = bad
-        files[rel] = {"read": len(lines), "trailing_blank": trailing}
-        unlabelled[split] = len(on_disk - {r.name for r in kept})
 
-    test_folder = release / IMAGE_DIRS["test"]
-    test_names = _list_images(test_folder)
-    paths = [str(release / IMAGE_DIRS[s] / r.name) for s in LABEL_FILES for r in present[s]]
-    paths += [str(test_folder / n) for n in test_names]
-    size_of = dict(zip(paths, image_sizes(paths, workers=workers)))
+def add_label_file(rows: Rows, release: Path, lf: LabelFile, size_of: dict[str, tuple[int, int] | None]) -> None:
+    """Rows of one label file: its images, labels and captions (as queries); lines whose image
+    has no valid header are quarantined."""
+    good, bad = [], list(lf.bad)
+    for r in lf.kept:
+        path = str(release / IMAGE_DIRS[lf.split] / r.name)
+        if size_of[path] is None:
+            bad.append((r.line, r.raw, f"unreadable image (no valid header): {path}"))
+            continue
+        good.append(r)
+        rows.images.append((r.name, path, lf.split, r.domain, size_of[path]))
+        rows.queries.append((r.line - 1, lf.split, r.caption, r.name))
+    rows.labels.append(label_frame(good, lf.split))
+    rows.quarantine += [(lf.rel, n, raw, reason) for n, raw, reason in sorted(bad)]
+    rows.files[lf.rel] = {"read": lf.read, "trailing_blank": lf.trailing, "kept": len(good), "quarantined": len(bad)}
 
-    image_rows: list[tuple[str, str, str, str | None, tuple[int, int]]] = []
-    label_frames, query_rows = [], []
-    for split, rel in LABEL_FILES.items():
-        good = []
-        for r in present[split]:
-            path = str(release / IMAGE_DIRS[split] / r.name)
-            if size_of[path] is None:
-                bad_lines[split].append((r.line, r.raw, f"unreadable image (no valid header): {path}"))
-                continue
-            good.append(r)
-            image_rows.append((r.name, path, split, r.domain, size_of[path]))
-            query_rows.append((r.line - 1, split, r.caption, r.name))
-        label_frames.append(label_frame(good, split))
-        quarantine += [(rel, n, raw, reason) for n, raw, reason in sorted(bad_lines[split])]
-        files[rel].update(kept=len(good), quarantined=len(bad_lines[split]))
 
+def add_test_texts(rows: Rows, release: Path) -> None:
+    """The test captions as queries (``query_id`` = position in the file); empty or undecodable
+    lines are quarantined."""
     lines, trailing = read_lines(release / TEST_TEXT)
-    kept_q = bad_q = 0
+    kept = bad = 0
     for number, text, raw in lines:
         reason = "invalid UTF-8" if text is None else ("empty caption" if not text.strip() else None)
         if reason:
-            quarantine.append((TEST_TEXT, number, raw, reason))
-            bad_q += 1
+            rows.quarantine.append((TEST_TEXT, number, raw, reason))
+            bad += 1
         else:
-            query_rows.append((number - 1, "test", text.strip(), None))
-            kept_q += 1
-    files[TEST_TEXT] = {"read": len(lines), "kept": kept_q, "quarantined": bad_q, "trailing_blank": trailing}
-    unreadable = [n for n in test_names if size_of[str(test_folder / n)] is None]
-    for n in unreadable:
-        quarantine.append((str(test_folder / n), 0, "", "unreadable image (no valid header)"))
-    image_rows += [(n, str(test_folder / n), "test", None, size_of[str(test_folder / n)])
-                   for n in test_names if size_of[str(test_folder / n)] is not None]
+            rows.queries.append((number - 1, "test", text.strip(), None))
+            kept += 1
+    rows.files[TEST_TEXT] = {"read": len(lines), "kept": kept, "quarantined": bad, "trailing_blank": trailing}
 
-    labels = pd.concat(label_frames, ignore_index=True)
-    images = pd.DataFrame({
-        "name": pd.array([r[0] for r in image_rows], dtype="string"),
-        "path": pd.array([r[1] for r in image_rows], dtype="string"),
-        "split": pd.array([r[2] for r in image_rows], dtype="string"),
-        "domain": pd.array([r[3] for r in image_rows], dtype="string"),
-        "width": np.array([r[4][0] for r in image_rows], np.int32),
-        "height": np.array([r[4][1] for r in image_rows], np.int32),
-    })
-    queries = pd.DataFrame({
-        "query_id": np.array([q[0] for q in query_rows], np.int64),
-        "split": pd.array([q[1] for q in query_rows], dtype="string"),
-        "text": pd.array([q[2] for q in query_rows], dtype="string"),
-        "image": pd.array([q[3] for q in query_rows], dtype="string"),
-    })
 
-    out.mkdir(parents=True, exist_ok=True)
-    images.to_parquet(out / "images.parquet", index=False)
-    labels.to_parquet(out / "labels.parquet", index=False)
-    queries.to_parquet(out / "queries.parquet", index=False)
-    pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS).to_csv(out / "quarantine.csv", index=False)
+def add_test_images(rows: Rows, folder: Path, names: list[str], size_of: dict[str, tuple[int, int] | None]) -> int:
+    """The test gallery (domain unknown: the router decides); returns how many were unreadable."""
+    unreadable = [n for n in names if size_of[str(folder / n)] is None]
+    rows.quarantine += [(str(folder / n), 0, "", "unreadable image (no valid header)") for n in unreadable]
+    rows.images += [(n, str(folder / n), "test", None, size_of[str(folder / n)])
+                    for n in names if size_of[str(folder / n)] is not None]
+    return len(unreadable)
 
+
+def build_tables(rows: Rows) -> dict[str, pd.DataFrame]:
+    """The four prepared tables, as :data:`pipeline.formats.tables.TABLES` defines them."""
+    import pandas as pd
+
+    images, queries, quarantine = rows.images, rows.queries, rows.quarantine
+    return {
+        "images": table_frame("images", {
+            "name": [r[0] for r in images], "path": [r[1] for r in images], "split": [r[2] for r in images],
+            "domain": [r[3] for r in images], "width": [r[4][0] for r in images],
+            "height": [r[4][1] for r in images]}),
+        "labels": pd.concat(rows.labels, ignore_index=True),
+        "queries": table_frame("queries", {
+            "query_id": [q[0] for q in queries], "split": [q[1] for q in queries],
+            "text": [q[2] for q in queries], "image": [q[3] for q in queries]}),
+        "quarantine": table_frame("quarantine", {
+            "file": [q[0] for q in quarantine], "line": [q[1] for q in quarantine],
+            "raw": [q[2] for q in quarantine], "reason": [q[3] for q in quarantine]}),
+    }
+
+
+# --------------------------------------------------------------------------- the report
+
+def reconcile(files: dict[str, dict[str, int]]) -> None:
+    """Check ``read = kept + quarantined`` per file (the invariant the report promises) and log it."""
     for rel, c in files.items():
-        if c["read"] != c["kept"] + c["quarantined"]:  # the invariant the report promises
+        if c["read"] != c["kept"] + c["quarantined"]:
             raise RuntimeError(f"{rel}: lines do not reconcile: {c}")
         log.info("%s: read %d = kept %d + quarantined %d (%d trailing blank lines)",
                  rel, c["read"], c["kept"], c["quarantined"], c["trailing_blank"])
-    reasons = Counter(_reason_kind(q[3]) for q in quarantine)
-    report = {
+
+
+def summarise(release: Path, rows: Rows, tables: dict[str, pd.DataFrame], unreadable: int,
+              unlabelled: dict[str, int]) -> dict[str, Any]:
+    """The ingest report: line counts per file, quarantine reasons, images and queries per split."""
+    files, images, queries = rows.files, tables["images"], tables["queries"]
+    return {
         "release": str(release),
         "files": files,
         "lines_read": sum(c["read"] for c in files.values()),
         "lines_kept": sum(c["kept"] for c in files.values()),
         "lines_quarantined": sum(c["quarantined"] for c in files.values()),
-        "quarantine_reasons": dict(sorted(reasons.items())),
+        "quarantine_reasons": dict(sorted(Counter(_reason_kind(q[3]) for q in rows.quarantine).items())),
         "images": {f"{s}_{d}": int(n) for (s, d), n in
                    images.fillna({"domain": "unrouted"}).groupby(["split", "domain"]).size().items()},
         "images_total": len(images),
-        "test_images_unreadable": len(unreadable),
+        "test_images_unreadable": unreadable,
         "images_without_label": unlabelled,
         # Names are unique within a split; the same name in two splits is two different files.
         "names_in_several_splits": int(images["name"].duplicated().sum()),
         "queries": {s: int((queries["split"] == s).sum()) for s in ("val", "test")},
     }
-    if report["lines_quarantined"]:
-        log.warning("%d lines quarantined -> %s (%s)", report["lines_quarantined"],
-                    out / "quarantine.csv", ", ".join(f"{k}: {v}" for k, v in reasons.items()))
-    if report_path is not None:
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(report_path).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return report
 
 
 def _reason_kind(reason: str) -> str:
@@ -376,3 +245,41 @@ def _reason_kind(reason: str) -> str:
     for sep in (":", " ("):
         reason = reason.split(sep)[0]
     return reason.strip()
+
+
+# --------------------------------------------------------------------------- the whole release
+
+def ingest(release_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None,
+           workers: int = 2) -> dict[str, Any]:
+    """Read the release at ``release_dir`` and write the prepared tables under ``out_dir``.
+
+    Returns the report (also written to ``report_path`` as JSON when given). Raises
+    :class:`IngestError` naming the first missing file or folder.
+    """
+    release, out = Path(release_dir), Path(out_dir)
+    check_release(release)
+    label_files = [scan_label_file(release, split) for split in LABEL_FILES]
+    test_folder = release / IMAGE_DIRS["test"]
+    test_names = _list_images(test_folder)
+    paths = [str(release / IMAGE_DIRS[lf.split] / r.name) for lf in label_files for r in lf.kept]
+    paths += [str(test_folder / n) for n in test_names]
+    size_of = dict(zip(paths, image_sizes(paths, workers=workers)))
+
+    rows = Rows()
+    for lf in label_files:
+        add_label_file(rows, release, lf, size_of)
+    add_test_texts(rows, release)
+    unreadable = add_test_images(rows, test_folder, test_names, size_of)
+    tables = build_tables(rows)
+    for name, frame in tables.items():
+        write_table(out, name, frame)
+
+    reconcile(rows.files)
+    report = summarise(release, rows, tables, unreadable, {lf.split: lf.unlabelled for lf in label_files})
+    if report["lines_quarantined"]:
+        log.warning("%d lines quarantined -> %s (%s)", report["lines_quarantined"], out / "quarantine.csv",
+                    ", ".join(f"{k}: {v}" for k, v in report["quarantine_reasons"].items()))
+    if report_path is not None:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report

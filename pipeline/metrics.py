@@ -17,14 +17,14 @@ the query image's label (``label``).
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence, get_args
 
 import numpy as np
 
 from pipeline import schema
+from pipeline.choices import Relevance
 
-Relevance = Literal["inclusion", "label"]
-RELEVANCE_RULES: tuple[str, ...] = ("inclusion", "label")
+RELEVANCE_RULES: tuple[str, ...] = get_args(Relevance)
 HIT_START = 1e-6  # the official script's initial hit counter (avoids 0/0 for no hits)
 
 

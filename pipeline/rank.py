@@ -29,16 +29,17 @@ Ranking is chunked over the gallery with a running top-k (``argpartition``), so 
 from __future__ import annotations
 
 import functools
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from pipeline import schema
+from pipeline.choices import Distance as Form
 
-Form = Literal["published", "paper", "full"]
-FORMS: tuple[str, ...] = ("published", "paper", "full")
+FORMS: tuple[str, ...] = typing.get_args(Form)
 
 
 def group_offsets(groups: Sequence[schema.Group]) -> dict[str, int]:

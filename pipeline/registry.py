@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipeline.config import Params
+
 log = logging.getLogger(__name__)
 
 CHALLENGER, PRODUCTION = "challenger", "production"
@@ -64,53 +66,73 @@ def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def register(params: Any, root: Path = Path(".")) -> str:
-    """Log and register the ensemble; alias it challenger; promote if ``register.promote``.
+@dataclass(frozen=True)
+class RegisterIO:
+    retrieval: Path   # in: the retrieve stage's folder (metrics.json, ranker.json, gallery_test.npz)
+    mapping: Path     # in: the caption mapping, bundled into the served model
+    validation: Path  # in: validate's summary.json (a version that failed it is never promoted)
+    queries: Path     # in: the prepared queries.parquet (two test captions as the input example)
+    report: Path      # out: the version registered, its aliases and the promotion decision
 
-    Returns the new version number.
+
+def run(params: Params, io: RegisterIO) -> dict[str, Any]:
+    """The stage: log the ensemble as a pyfunc in the stage's run, register it as ``challenger``,
+    promote when ``register.promote``; write and return the report.
+
+    Untracked (``--no-track``) it builds the model in a temporary folder and answers the input
+    example with it - a check that the bundle works - and registers nothing.
     """
+    from pipeline import serving, tracking
+
+    r = params.register
+    needed = [io.retrieval / f for f in ("metrics.json", "ranker.json", "gallery_test.npz")] + [io.mapping]
+    missing = [str(f) for f in needed if not f.exists()]
+    if missing:
+        raise RegistryError(f"missing {missing} (run the retrieve stage first)")
+    metrics = json.loads((io.retrieval / "metrics.json").read_text())
+    ranker = json.loads((io.retrieval / "ranker.json").read_text())  # the served model ranks as retrieve did
+    status = validation_status(io.validation)
+    captions = _example_captions(io.queries)
+    with tempfile.TemporaryDirectory() as tmp:  # log_model copies the artifacts into the model
+        artifacts = serving.write_artifacts(Path(tmp), io.retrieval / "gallery_test.npz", io.mapping,
+                                            ranker["distance"], ranker["top_k"], r.mapping_loader)
+        if tracking.active_run() is None:
+            answer = serving.answer(artifacts, captions)
+            report = {"model": r.model_name, "registered": False, "validation": status,
+                      "example": {c: names[:3] for c, names in zip(captions, answer["image_names"])}}
+        else:
+            report = _register(params, metrics, ranker, status, artifacts, captions, io.queries)
+    io.report.parent.mkdir(parents=True, exist_ok=True)
+    io.report.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _register(params: Params, metrics: dict, ranker: dict, status: str, artifacts: dict[str, str],
+              captions: list[str], queries: Path) -> dict[str, Any]:
+    """Log, register and alias the model in the active run; promote when asked; the report."""
     import mlflow
     from mlflow import MlflowClient
 
     from pipeline import serving, tracking
 
     r = params.register
-    out = root / r.retrieval_dir
-    needed = [out / "metrics.json", out / "ranker.json", out / "gallery_test.npz", root / r.mapping]
-    missing = [str(f) for f in needed if not f.exists()]
-    if missing:
-        raise RegistryError(f"missing {missing} (run the retrieve stage first)")
-    metrics = json.loads((out / "metrics.json").read_text())
-    p = json.loads((out / "ranker.json").read_text())  # the served model ranks as retrieve did
-    status = validation_status(root / r.validation_summary)
-    tags = {**metric_tags(metrics), "validation": status, "distance": p["distance"],
-            "members": json.dumps(p["members"])}
-    captions = _example_captions(root / params.base.prepared_dir)
-    tmp = tempfile.TemporaryDirectory()  # log_model copies the artifacts into the model
-    artifacts = serving.write_artifacts(Path(tmp.name), out / "gallery_test.npz", root / r.mapping,
-                                        p["distance"], p["top_k"], r.mapping_loader)
-    with tmp, tracking.stage_run(params.base.experiment, "register", dataclasses.asdict(r),
-                                 data_paths=(root / params.base.prepared_dir,)):
-        tags.update(tracking.standard_tags((root / params.base.prepared_dir,)))
-        mlflow.log_metrics({k: float(v) for k, v in metric_tags(metrics).items()})
-        info = serving.log_ensemble("ensemble", artifacts, captions,
-                                    code_paths=[str(Path(__file__).resolve().parent)])
-        client = MlflowClient()
-        _ensure_model(client, r.model_name)
-        version = mlflow.register_model(info.model_uri, r.model_name, tags=tags)
+    tags = {**metric_tags(metrics), "validation": status, "distance": ranker["distance"],
+            "members": json.dumps(ranker["members"]), **tracking.standard_tags((queries.parent,))}
+    mlflow.log_metrics({k: float(v) for k, v in metric_tags(metrics).items()})
+    info = serving.log_ensemble("ensemble", artifacts, captions, code_paths=[str(Path(__file__).resolve().parent)])
+    client = MlflowClient()
+    _ensure_model(client, r.model_name)
+    version = mlflow.register_model(info.model_uri, r.model_name, tags=tags)
     client.set_registered_model_alias(r.model_name, CHALLENGER, version.version)
     log.info("registered %s version %s as %s (validation %s, %s=%s)", r.model_name, version.version,
              CHALLENGER, status, r.metric, tags.get(r.metric))
     if status != "passed":
         log.warning("version %s: validation %s - it can never be promoted", version.version, status)
     decision = promote(client, r.model_name, r.metric, r.margin) if r.promote else None
-    report = {"model": r.model_name, "version": str(version.version), "validation": status,
-              "metric": r.metric, "value": tags.get(r.metric),
-              "promotion": dataclasses.asdict(decision) if decision else None,
-              "aliases": {k: str(v) for k, v in client.get_registered_model(r.model_name).aliases.items()}}
-    (root / r.report).parent.mkdir(parents=True, exist_ok=True)
-    (root / r.report).write_text(json.dumps(report, indent=2))
-    return version.version
+    return {"model": r.model_name, "registered": True, "version": str(version.version), "validation": status,
+            "metric": r.metric, "value": tags.get(r.metric),
+            "promotion": dataclasses.asdict(decision) if decision else None,
+            "aliases": {k: str(v) for k, v in client.get_registered_model(r.model_name).aliases.items()}}
 
 
 def _ensure_model(client: Any, name: str) -> None:
@@ -124,16 +146,16 @@ def _ensure_model(client: Any, name: str) -> None:
                                        "(captions in, ranked image names and distances out).")
 
 
-def _example_captions(prepared: Path) -> list[str]:
-    """Two real test captions (one per domain where possible) for the input example."""
-    import pandas as pd
+def _example_captions(path: Path) -> list[str]:
+    """Two real test captions of ``queries.parquet`` (one per domain where possible) for the input example."""
+    from pipeline.formats import read_table_file
 
     fallback = ["A female pedestrian is someone who is under 18 years old with her back to the camera.",
                 "This is a white Audi Sedan."]
-    path = prepared / "queries.parquet"
-    if not path.exists():
+    try:
+        q = read_table_file(path, "queries", columns=["split", "text"])
+    except FileNotFoundError:
         return fallback
-    q = pd.read_parquet(path)
     texts = q.loc[q["split"] == "test", "text"].tolist()
     return [texts[0], texts[-1]] if len(texts) >= 2 else fallback
 

@@ -11,11 +11,19 @@ possibly missing in train/val (labels there are "colour Brand." or "Type.").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence, get_args
 
 import numpy as np
 
-DOMAINS: tuple[str, ...] = ("pedestrian", "vehicle")
+#: What a caption describes and what a gallery image is.
+Domain = Literal["pedestrian", "vehicle"]
+DOMAINS: tuple[str, ...] = get_args(Domain)
+#: What the train stage trains: the two attribute domains plus the router that tells them apart.
+TrainingDomain = Literal["pedestrian", "vehicle", "router"]
+TRAINING_DOMAINS: tuple[str, ...] = get_args(TrainingDomain)
+#: The release's splits, and the two that are ranked and scored.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 
 #: The 21 pedestrian bits in PA-100K order, as they appear in label files.
 PEDESTRIAN_BITS: tuple[str, ...] = (

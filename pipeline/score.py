@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline import metrics, schema
+from pipeline import metrics
+from pipeline.formats import FormatError, label_frame, label_records, parse_label_line, read_gt, read_lines
 
 
 class ScoreError(ValueError):
@@ -47,31 +48,21 @@ def read_submission(path: Path, k: int = 10) -> tuple[list[str], list[list[str]]
     return texts, ranked
 
 
-def parse_label_field(field: str) -> tuple[str, dict[str, str | None]]:
-    """``(domain, {group: value or None})`` of a label file's attribute field."""
-    if "," in field:
-        idx = schema.bits_to_groups(schema.parse_bits(field))
-        return "pedestrian", schema.groups_to_values(idx)
-    attrs = schema.parse_vehicle_phrase(field)
-    return "vehicle", {g.name: attrs.get(g.name) for g in schema.VEHICLE_GROUPS}
-
-
 def read_labels(path: Path) -> tuple[list[str], list[str], list[str], list[dict[str, str | None]]]:
-    """Images, domains, captions and labels of an ``image$attribute$caption`` file."""
-    images, domains, captions, labels = [], [], [], []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
+    """Images, domains, captions and labels (``{group: value or None}``) of an
+    ``image$attribute$caption`` file, in file order; blank lines are skipped, a malformed line
+    raises :class:`ScoreError` naming it (the checks ingest applies, see pipeline.formats.lines)."""
+    records = []
+    for number, text, raw in read_lines(path)[0]:
+        if text is not None and not text.strip():
             continue
-        parts = line.split("$")
-        if len(parts) != 3:
-            raise ScoreError(f"{path}:{lineno}: expected image$attribute$caption, got {len(parts)} fields")
-        try:
-            domain, label = parse_label_field(parts[1])
-        except (ValueError, KeyError) as e:
-            raise ScoreError(f"{path}:{lineno}: bad attribute field {parts[1]!r}: {e}") from None
-        images.append(parts[0].strip()); domains.append(domain)
-        captions.append(parts[2]); labels.append(label)
-    return images, domains, captions, labels
+        res = "invalid UTF-8" if text is None else parse_label_line(text)
+        if isinstance(res, str):
+            raise ScoreError(f"{path}:{number}: expected image$attribute$caption: {res}: {raw[:80]!r}")
+        records.append(res)
+    frame = label_frame(records, "val")
+    return ([r.name for r in records], [r.domain for r in records], [r.caption for r in records],
+            label_records(frame))
 
 
 def score(submission: Path, gt: Path | None = None, labels: Path | None = None,
@@ -83,11 +74,12 @@ def score(submission: Path, gt: Path | None = None, labels: Path | None = None,
         raise ScoreError(f"unknown relevance {relevance!r}; expected one of {list(metrics.RELEVANCE_RULES)}")
     texts, ranked = read_submission(submission, k)
     if gt is not None:
-        from pipeline.retrieve import read_gt
-
         if not Path(gt).exists():
             raise ScoreError(f"ground truth {gt} not found")
-        gt_texts, relevant = read_gt(gt)
+        try:
+            gt_texts, relevant = read_gt(gt)
+        except FormatError as e:
+            raise ScoreError(str(e)) from None
         metrics.check_text_order(texts, gt_texts)
         return {"all": metrics.retrieval_metrics(ranked, relevant, k)}
 

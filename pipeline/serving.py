@@ -76,6 +76,14 @@ def write_artifacts(folder: Path, gallery: Path, mapping: Path, distance: str, t
     return {"gallery": str(gallery), "mapping": str(mapping), "config": str(config)}
 
 
+def answer(artifacts: dict[str, str], captions: list[str]) -> pd.DataFrame:
+    """What the model built from ``artifacts`` answers for ``captions`` (as served)."""
+    model = EnsembleRetriever()
+    context = type("Ctx", (), {"artifacts": artifacts})()
+    model.load_context(context)
+    return model.predict(context, pd.DataFrame({"caption": captions}))
+
+
 def log_ensemble(name: str, artifacts: dict[str, str], example_captions: list[str],
                  code_paths: list[str] | None = None) -> Any:
     """Log the pyfunc in the active run with signature and input example; return its ModelInfo."""

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -90,6 +91,12 @@ def stage_run(experiment: str, stage: str, params: dict[str, Any] | None = None,
         if params:
             mlflow.log_params(flatten(params))
         yield run
+
+
+def active_run() -> Any:
+    """The MLflow run the stage runs in, or None when it runs untracked (``--no-track``)."""
+    mlflow = sys.modules.get("mlflow")
+    return mlflow.active_run() if mlflow is not None else None
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

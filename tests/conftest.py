@@ -22,13 +22,22 @@ def smoke_release(tmp_path_factory) -> Path:
     return out
 
 
+def shared_track2_dir() -> Path:
+    """Where the real annotation text lives: ``TRACK2_SHARED_DIR`` or ``../shared/track2``."""
+    return Path(os.environ.get("TRACK2_SHARED_DIR", ROOT.parent / "shared" / "track2"))
+
+
 @pytest.fixture(scope="session")
 def real_track2() -> Path:
-    """The real annotation text: `../shared/track2/` or `TRACK2_SHARED_DIR`. Fails, never skips, if absent."""
-    path = Path(os.environ.get("TRACK2_SHARED_DIR", ROOT.parent / "shared" / "track2"))
+    """The real annotation text. Absent: the test skips on a plain clone, and fails under ``CI``
+    (CI has the folder, so every test runs there)."""
+    path = shared_track2_dir()
     if not (path / "val_label_dev.txt").is_file():
-        pytest.fail(f"the real Track-2 annotation text is missing: expected {path}/val_label_dev.txt "
-                    "(set TRACK2_SHARED_DIR to its folder)", pytrace=False)
+        message = (f"the real Track-2 annotation text is missing: expected {path}/val_label_dev.txt "
+                   "(the ../shared/track2 folder beside the clone, or set TRACK2_SHARED_DIR)")
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
     return path
 
 # ------------------------------------------------------------------ retrieve / score / register (issue 6)
@@ -149,16 +158,28 @@ def _retrieval_world(root: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture
-def retrieval_world(tmp_path) -> Path:
-    """A tiny world for the retrieve/register tests (see ``_retrieval_world``)."""
-    return _retrieval_world(tmp_path / "world")
+def retrieval_world(tmp_path, monkeypatch) -> Path:
+    """A tiny world for the retrieve/register tests (see ``_retrieval_world``), the working
+    directory (its image paths are relative to it, as a release's are to the repository)."""
+    world = _retrieval_world(tmp_path / "world")
+    monkeypatch.chdir(world)
+    return world
 
 
 @pytest.fixture
 def retrieval_params():
-    """Params pointing the retrieve/register stages at a ``retrieval_world`` (paths relative to it)."""
+    """The repository's params with the retrieve stage ensembling the world's two members."""
     from pipeline.config import parse_params
 
-    return parse_params({"base": {"release_dir": "release", "experiment": "test-retrieval"},
-                         "retrieve": {"members": {"m1": 1.0, "m2": 1.0}, "grid_samples": 1},
-                         "register": {"validation_summary": "reports/validation/summary.json"}})
+    return parse_params(retrieval_params_data())
+
+
+def retrieval_params_data() -> dict:
+    """The repository's params.yaml with the retrieve stage ensembling the world's two members."""
+    from pipeline.config import merge, read_yaml
+
+    data = merge(read_yaml(ROOT / "params.yaml"), {"base": {"experiment": "test-retrieval"},
+                                                   "retrieve": {"grid_samples": 1}})
+    data["retrieve"]["members"] = {"m1": 1.0, "m2": 1.0}  # replaced, not merged with the real members
+    return data
+

@@ -2,23 +2,22 @@
 
 Every phrase below was extracted from the real captions (`../shared/track2/val_label_dev.txt`
 and `test_captions_sample.txt`: 3,645 pedestrian and 1,819 vehicle captions) by parsing each one
-into its slots and counting the forms per slot; `tests/test_synth_captions.py` re-parses all of
+into its slots and counting the forms per slot; `tests/data/test_synth_captions.py` re-parses all of
 them against these tables and fails on any form the tables miss or any form they invent. The
 forms of a slot occur about equally often in the real text, so they are chosen uniformly here.
 
-A pedestrian caption is two sentences:
+What a caption states (which groups, which carried item, which sentence form) is the template's
+fact, kept in :mod:`pipeline.caption_template` and shared with the mapping's checks; this module
+adds the words. A pedestrian caption is two sentences:
 
-1. ``<subject> <age>, <orientation>[ and <carried item>].`` - gender, age and orientation always;
-   at most one carried item, by priority handbag > shoulder bag > backpack > holds-objects, and
-   the item is always named when the person has it.
-2. Either ``He/She is wearning <items>.`` (sic) listing every one of hat, glasses, long coat and
-   boots the person has (joined by "," without a space), or - when the person has none of them -
-   ``He/She is in <sleeves>[ with <upper pattern>][ and <skirt>].`` naming the pattern and skirt
-   whenever present. So attributes go unmentioned only in the "wearning" form, and a caption never
-   states a negative ("not an adult" is a paraphrase of under 18, not a negation).
+1. ``<subject> <age>, <orientation>[ and <carried item>].``
+2. Either ``He/She is wearning <items>.`` (sic; the items joined by "," without a space), or
+   ``He/She is in <sleeves>[ with <upper pattern>][ and <skirt>].``
 
-The generator is a function of the labels plus the paraphrase draws, so a caption can never
-state something the labels contradict. :func:`parse_pedestrian_caption` inverts it.
+So attributes go unmentioned only in the "wearning" form, and a caption never states a negative
+("not an adult" is a paraphrase of under 18, not a negation). The generator renders exactly what
+the template says the labels state, plus the paraphrase draws, so a caption can never state
+something the labels contradict. :func:`parse_pedestrian_caption` inverts it.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import caption_template as template
+from pipeline.caption_template import BOOTS
 from pipeline.schema import format_vehicle_phrase, parse_vehicle_phrase
 
 # --------------------------------------------------------------------------- pedestrian phrase tables
@@ -54,23 +55,22 @@ ORIENTATIONS: dict[str, str] = {
     "side": "and is standing sideways",
 }
 
-#: Carried items in priority order: (group, value, phrases). Only the first one present is named.
-CARRIED: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("handbag", "yes", ("holding a handbag", "carrying a handbag", "with a handbag", "clutching a handbag")),
-    ("bag", "shoulder", ("has a shoulderbag", "has a bag over the shoulder", "with a shoulderbag",
-                         "is carrying a shoulder bag")),
-    ("bag", "backpack", ("carrying a backpack", "with a backpack")),
-    ("holds_objects", "yes", ("holds objects in front",)),
-)
+#: Carried-item phrases per (group, value) of ``template.CARRIED`` (which one is named is the template's).
+CARRIED_PHRASES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("handbag", "yes"): ("holding a handbag", "carrying a handbag", "with a handbag", "clutching a handbag"),
+    ("bag", "shoulder"): ("has a shoulderbag", "has a bag over the shoulder", "with a shoulderbag",
+                          "is carrying a shoulder bag"),
+    ("bag", "backpack"): ("carrying a backpack", "with a backpack"),
+    ("holds_objects", "yes"): ("holds objects in front",),
+}
 
-#: Worn items in the order they are listed: (group, value, phrases). "boots" is not one of the 21
-#: bits; it is hidden truth that the renderer draws.
-WORN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("hat", "yes", ("a hat",)),
-    ("glasses", "yes", ("glasses",)),
-    ("long_coat", "yes", ("a longcoat", "a coat that is long")),
-    ("boots", "yes", ("boots",)),
-)
+#: Worn-item phrases per (group, value) of ``template.WORN`` (boots: hidden truth the renderer draws).
+WORN_PHRASES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("hat", "yes"): ("a hat",),
+    ("glasses", "yes"): ("glasses",),
+    ("long_coat", "yes"): ("a longcoat", "a coat that is long"),
+    (BOOTS, "yes"): ("boots",),
+}
 
 SLEEVES: dict[str, tuple[str, ...]] = {
     "short": ("a shirt with short sleeves", "a short sleeve shirt", "a tee shirt with short sleeves"),
@@ -94,8 +94,6 @@ WEARING_VERB = "wearning"  # sic: the real captions' spelling
 #: Vehicle openings; ``{a}`` is "a" or "an". The two are equally frequent in the real text.
 VEHICLE_OPENINGS: tuple[str, ...] = ("This is {a}", "{A}")
 
-BOOTS = "boots"  # the key of the hidden boots truth in attribute dicts
-
 
 @dataclass(frozen=True)
 class Caption:
@@ -110,32 +108,27 @@ def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
 
 
 def pedestrian_caption(attrs: dict[str, str], boots: bool, rng: np.random.Generator) -> Caption:
-    """The caption of a pedestrian with group values ``attrs`` (all 12 groups) and ``boots``."""
-    male = attrs["gender"] == "male"
-    his, he = ("his", "He") if male else ("her", "She")
-    stated = {g: attrs[g] for g in ("gender", "age", "orientation")}
-    first = (f"{_pick(SUBJECTS[attrs['gender']], rng)} {_pick(AGES[attrs['age']], rng)}, "
-             f"{ORIENTATIONS[attrs['orientation']].format(his=his)}")
-    for group, value, phrases in CARRIED:
-        if attrs[group] == value:
-            first += f" and {_pick(phrases, rng)}"
-            stated[group] = value
-            break
+    """The caption of a pedestrian with group values ``attrs`` (all 12 groups) and ``boots``.
 
-    has = dict(attrs, **{BOOTS: "yes" if boots else "no"})
-    worn = [(g, v, p) for g, v, p in WORN if has[g] == v]
+    The template decides what is stated; the words are drawn here, slot by slot in sentence order
+    (the draw order is part of the seeded release's bytes).
+    """
+    stated = template.pedestrian_stated(dict(attrs, **{BOOTS: "yes" if boots else "no"}))
+    his, he = ("his", "He") if stated["gender"] == "male" else ("her", "She")
+    first = (f"{_pick(SUBJECTS[stated['gender']], rng)} {_pick(AGES[stated['age']], rng)}, "
+             f"{ORIENTATIONS[stated['orientation']].format(his=his)}")
+    carried = template.carried_item(stated)
+    if carried is not None:
+        first += f" and {_pick(CARRIED_PHRASES[carried], rng)}"
+    worn = template.worn_items(stated)
     if worn:
-        second = f"{he} is {WEARING_VERB} " + ",".join(_pick(p, rng) for _, _, p in worn)
-        stated.update({g: v for g, v, _ in worn})
+        second = f"{he} is {WEARING_VERB} " + ",".join(_pick(WORN_PHRASES[item], rng) for item in worn)
     else:
-        second = f"{he} is in {_pick(SLEEVES[attrs['sleeve']], rng)}"
-        stated["sleeve"] = attrs["sleeve"]
-        if attrs["upper"] != "none":
-            second += f" with {_pick(UPPERS[attrs['upper']], rng)}"
-            stated["upper"] = attrs["upper"]
-        if attrs["skirt"] == "yes":
+        second = f"{he} is in {_pick(SLEEVES[stated['sleeve']], rng)}"
+        if "upper" in stated:
+            second += f" with {_pick(UPPERS[stated['upper']], rng)}"
+        if "skirt" in stated:
             second += f" and {_pick(SKIRTS, rng)}"
-            stated["skirt"] = "yes"
     return Caption(f"{first}. {second}.", stated)
 
 
@@ -149,7 +142,7 @@ def vehicle_caption(attrs: dict[str, str], rng: np.random.Generator) -> Caption:
     phrase = format_vehicle_phrase(attrs)
     a = article(phrase)
     opening = _pick(VEHICLE_OPENINGS, rng).format(a=a, A=a.capitalize())
-    return Caption(f"{opening} {phrase}", {k: v for k, v in attrs.items() if v})
+    return Caption(f"{opening} {phrase}", template.vehicle_stated(attrs))
 
 
 # --------------------------------------------------------------------------- parsing (the inverse)
@@ -165,8 +158,8 @@ def _lookup(table: dict[str, tuple[str, ...]]) -> dict[str, str]:
 _SUBJECT = _lookup(SUBJECTS)
 _AGE = _lookup(AGES)
 _ORIENT = {p.format(his=his): (o, his) for o, p in ORIENTATIONS.items() for his in ("his", "her")}
-_CARRIED = {p: (g, v) for g, v, ps in CARRIED for p in ps}
-_WORN = {p: (g, v) for g, v, ps in WORN for p in ps}
+_CARRIED = {p: item for item, ps in CARRIED_PHRASES.items() for p in ps}
+_WORN = {p: item for item, ps in WORN_PHRASES.items() for p in ps}
 _SLEEVE = _lookup(SLEEVES)
 _UPPER = _lookup(UPPERS)
 

@@ -1,7 +1,7 @@
 """Re-measure the sampling tables of `release.py` from real Track-2 annotation text.
 
 The numbers in `release.py` were measured with this module on `../shared/track2/`;
-`tests/test_synth_release.py` re-runs it there and checks they still agree. Run
+`tests/data/test_synth_release.py` re-runs it there and checks they still agree. Run
 ``python -m pipeline.synth.measure ../shared/track2`` to print the measurements as JSON.
 """
 

@@ -9,7 +9,7 @@ images on ``workers`` processes. Every image draws from its own generator seeded
 The sampling tables below were measured on the real data in `../shared/track2/` (pedestrians on
 the 3,290 labelled ones of `val_label_dev.txt`, vehicles on the 42,704 lines of
 `train_vehicle_label.txt` and the test-set counts in its README) with `measure.py`;
-docs/synthetic_data.md explains each choice, and `tests/test_synth_release.py` re-measures the
+docs/synthetic_data.md explains each choice, and `tests/data/test_synth_release.py` re-measures the
 tables and checks the sampled marginals against the real file.
 """
 
@@ -27,17 +27,18 @@ from typing import Mapping
 
 import numpy as np
 
+from pipeline.choices import Profile
+from pipeline.formats import format_gt_line, format_label_line
 from pipeline.schema import (
-    PEDESTRIAN_GROUPS, VEHICLE_BRANDS, format_bits, format_vehicle_phrase, groups_to_bits,
+    DOMAINS, PEDESTRIAN_GROUPS, SPLITS, VEHICLE_BRANDS, format_bits, format_vehicle_phrase, groups_to_bits,
 )
 from pipeline.synth.captions import BOOTS, Caption, pedestrian_caption, vehicle_caption
 
 log = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-DOMAINS: tuple[str, ...] = ("pedestrian", "vehicle")
 
-#: Images per split as (pedestrians, vehicles). `full` is the real release.
+#: The named release sizes; `full` is the real release's.
+#: Images per split as (pedestrians, vehicles), per profile.
 PROFILES: dict[str, dict[str, tuple[int, int]]] = {
     "smoke": {"train": (160, 80), "val": (60, 30), "test": (60, 40)},
     "default": {"train": (2400, 1200), "val": (400, 200), "test": (600, 400)},
@@ -393,11 +394,11 @@ def write_labels(root: Path, plan: dict[str, list[Item]]) -> None:
         vehicles = [it for it in plan[split] if it.domain == "vehicle"]
         peds = sorted((it for it in plan[split] if it.domain == "pedestrian"), key=lambda it: it.name)
         _write_text(root / split / f"{split}_label.txt",
-                    [f"{it.name}${it.label}${it.caption.text}" for it in vehicles + peds])
+                    [format_label_line(it.name, it.label, it.caption.text) for it in vehicles + peds])
     test = plan["test"]
     _write_text(root / "test" / "test_text.txt", [it.caption.text for it in test])
     _write_text(root / "test" / "test_gt.txt",
-                ["$".join([text, *names]) for text, names in ground_truth(test)])
+                [format_gt_line(text, names) for text, names in ground_truth(test)])
 
 
 def render_images(root: Path, plan: dict[str, list[Item]], seed: int, workers: int) -> None:

@@ -14,15 +14,17 @@ import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, get_args
 
 import numpy as np
 
+from pipeline.choices import CacheMode
 from pipeline.train.data import load_views
 
 log = logging.getLogger(__name__)
 
-CACHE_MODES = ("memory", "disk", "off")
+#: Where the frozen-prefix features live (docs/training.md).
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
 
 
 def read_pixels(paths: Sequence[str], boxes: dict[str, tuple[float, float, float, float]],

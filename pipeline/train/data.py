@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline import schema
+from pipeline.formats import label_matrix, read_table
+from pipeline.formats.labels import MISSING
 from pipeline.schema import Group
 
 log = logging.getLogger(__name__)
 
-MISSING = -1
 DOMAINS = ("pedestrian", "vehicle", "router")
 FULL = "full"
 
@@ -50,41 +51,10 @@ class DomainData:
         return np.flatnonzero(self.split == split)
 
 
-def _is(column: pd.Series, value: str) -> np.ndarray:
-    """``column == value`` as a plain bool array (nulls are False)."""
-    return (column == value).fillna(False).to_numpy(bool)
-
-
-def _label_matrix(domain: str, groups: tuple[Group, ...], rows: pd.DataFrame) -> np.ndarray:
-    """Class indices per group for ``rows`` (images left-joined with labels)."""
-    out = np.full((len(rows), len(groups)), MISSING, dtype=np.int64)
-    for j, g in enumerate(groups):
-        if domain == "router":
-            col = rows["domain"]
-        elif domain == "pedestrian":
-            col = rows[g.name].astype("Float64")
-            known = col.notna().to_numpy(bool) & _is(rows["domain"], "pedestrian")
-            out[known, j] = col[known].astype("int64").to_numpy()
-            continue
-        else:
-            col = rows[g.name]
-        for i, v in enumerate(col.tolist()):
-            if isinstance(v, str):
-                out[i, j] = g.index(v)
-    if domain == "vehicle":  # a pedestrian row never carries a vehicle label
-        out[~_is(rows["domain"], "vehicle")] = MISSING
-    return out
-
-
 def load_domain(prepared_dir: str | Path, domain: str) -> DomainData:
     """Read ``images.parquet`` + ``labels.parquet`` (docs/architecture.md) for one domain."""
     groups = domain_groups(domain)
-    prepared_dir = Path(prepared_dir)
-    for f in ("images.parquet", "labels.parquet"):
-        if not (prepared_dir / f).exists():
-            raise FileNotFoundError(f"{prepared_dir / f} not found: run the ingest stage first")
-    images = pd.read_parquet(prepared_dir / "images.parquet")
-    labels = pd.read_parquet(prepared_dir / "labels.parquet")
+    images, labels = read_table(prepared_dir, "images"), read_table(prepared_dir, "labels")
     train = images[images["split"] == "train"]
     if domain != "router":
         train = train[train["domain"] == domain]
@@ -96,13 +66,10 @@ def load_domain(prepared_dir: str | Path, domain: str) -> DomainData:
         keep = ["name", "split"] + [g.name for g in groups if g.name in labels.columns]
         lab = labels[keep].drop_duplicates(["name", "split"])
         rows = rows.merge(lab, on=["name", "split"], how="left", validate="one_to_one")
-    missing = [g.name for g in groups if g.name not in rows.columns]
-    if missing:
-        raise ValueError(f"labels.parquet lacks the columns {missing} needed for domain {domain!r}")
     if (rows["split"] == "train").sum() == 0:
         raise ValueError(f"no training images for domain {domain!r} in {prepared_dir}")
     return DomainData(domain, groups, rows["name"].to_numpy(), rows["path"].to_numpy(),
-                      rows["split"].to_numpy(), _label_matrix(domain, groups, rows))
+                      rows["split"].to_numpy(), label_matrix(rows, groups))
 
 
 # --------------------------------------------------------------------------- crops

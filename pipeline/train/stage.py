@@ -1,21 +1,20 @@
-"""The ``train`` stage for one (domain, backbone): every subtask, one MLflow parent run.
+"""The ``train`` stage for one (domain, backbone): every subtask in one process.
 
-Outputs (docs/architecture.md):
-- ``<models_dir>/<domain>/<backbone>/<subtask>.pt``: tail + head weights and how to rebuild them;
-- ``<predictions_dir>/<domain>/<backbone>/{val,test}.parquet``: ``name`` + ``group=value``
-  probabilities (flip TTA) for every image of the split;
-- ``<reports_dir>/train/<domain>-<backbone>.json``: per-subtask val accuracy and mA next to the
-  majority-class baseline, epochs, times, pseudo-labels added.
+Outputs (:class:`TrainIO`, docs/architecture.md):
+- ``models/<subtask>.pt``: tail + head weights and how to rebuild them;
+- ``predictions/{val,test}.parquet``: ``name`` + ``group=value`` probabilities (flip TTA) for every
+  image of the split;
+- ``report``: per-subtask val accuracy and mA next to the majority-class baseline, epochs, times,
+  pseudo-labels added.
 
-Checkpoints live outside the DVC outputs (``checkpoint_dir``, keyed by a fingerprint of params
-and data) because DVC deletes a stage's outputs before rerunning it: a rerun after a crash finds
-them and resumes.
+Checkpoints live outside the DVC outputs (``checkpoints``, keyed by a fingerprint of params and
+data) because DVC deletes a stage's outputs before rerunning it: a rerun after a crash finds them
+and resumes.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import schema
+from pipeline import schema, tracking
 from pipeline.config import Params
 from pipeline.train.data import MISSING, DomainData, class_weights, crop_box, crop_of, load_domain
 
@@ -68,13 +67,11 @@ def pick_device(setting: str) -> str:
     return setting
 
 
-def fingerprint(params: Params, domain: str, backbone: str) -> str:
+def fingerprint(params: Params, io: TrainIO) -> str:
     """Checkpoints are reused only for the same params, seed, domain, backbone and data."""
-    from pipeline.tracking import data_hash
-
-    blob = json.dumps({"train": dataclasses.asdict(params.train), "seed": params.base.seed,
-                       "domain": domain, "backbone": backbone,
-                       "data": data_hash(params.base.prepared_dir)}, sort_keys=True, default=str)
+    blob = json.dumps({"train": params.section("train"), "seed": params.base.seed,
+                       "domain": io.domain, "backbone": io.backbone,
+                       "data": tracking.data_hash(io.prepared)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -158,114 +155,6 @@ def train_subtask(params: Params, data: DomainData, source, tail, num_features: 
                          {"val_probs": probs, "val_labels": val_y_l})
 
 
-def confusion_figure(probs: np.ndarray, labels: np.ndarray, group: schema.Group):
-    """Row-normalised confusion matrix of one group on validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = group.n_classes
-    keep = labels != MISSING
-    cm = np.zeros((k, k))
-    np.add.at(cm, (labels[keep], probs[keep].argmax(1)), 1)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = min(14, 2.5 + 0.3 * k)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), group.values, rotation=90, fontsize=7 if k > 12 else 9)
-    ax.set_yticks(range(k), group.values, fontsize=7 if k > 12 else 9)
-    if k <= 12:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{group.name} (val): counts, shade = share of the row", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def log_child(params: Params, domain: str, backbone: str, res: SubtaskResult, prefix, size,
-              trainable, pseudo: dict[str, int] | None) -> None:
-    """One nested MLflow run: params, per-epoch metrics, confusion PNGs, the logged models."""
-    import matplotlib.pyplot as plt
-    import mlflow
-    import torch
-
-    from pipeline.train.model import ServingModel
-
-    tp = params.train
-    with mlflow.start_run(run_name=res.name, nested=True,
-                          tags={"stage": "train", "domain": domain, "backbone": backbone,
-                                "subtask": res.name}):
-        mlflow.log_params({"subtask": res.name, "crop": res.crop, "trainable": str(trainable),
-                           "input_size": f"{size[0]}x{size[1]}", "epochs": tp.epochs[domain],
-                           "n_train": res.n_train, "backbone": backbone, "domain": domain,
-                           "class_weight_power": tp.class_weight_power, "cache": tp.cache})
-        for rec in res.history:
-            mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=int(rec["epoch"]))
-        for g in res.groups:
-            m = res.metrics[g.name]
-            sfx = "" if len(res.groups) == 1 else f"_{g.name}"
-            mlflow.log_metrics({f"final_{k}{sfx}": float(v) for k, v in m.items()})
-            if pseudo and g.name in pseudo:
-                mlflow.log_metric(f"pseudo_labels_added{sfx}", pseudo[g.name])
-            j = [x.name for x in res.groups].index(g.name)
-            fig = confusion_figure(res.extra["val_probs"][g.name], res.extra["val_labels"][:, j], g)
-            mlflow.log_figure(fig, f"confusion_{g.name}.png")
-            plt.close(fig)
-        if not tp.log_models:
-            return
-        from mlflow.models import infer_signature
-
-        # Pickle is a deliberate choice (pt2 export of timm models is slow); skip its warning per model.
-        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-
-        example = np.zeros((1, 3, *size), dtype=np.float32)
-        for g in res.groups:
-            model = ServingModel(copy.deepcopy(prefix).cpu(), copy.deepcopy(res.net.tail).cpu(),
-                                 copy.deepcopy(res.net.head(g.name)).cpu()).eval()
-            with torch.no_grad():
-                out = model(torch.from_numpy(example)).numpy()
-            sub = res.name if len(res.groups) == 1 else f"{res.name}-{g.name}"
-            mlflow.pytorch.log_model(
-                model, name=f"model-{g.name}", serialization_format="pickle",
-                signature=infer_signature(example, out), input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "timm", "numpy"],
-                registered_model_name=f"track2-{domain}-{sub}-{backbone}",
-                metadata={"classes": list(g.values), "crop": res.crop,
-                          "crop_box": list(crop_box(res.crop, tp.crop_boxes)),
-                          "input": "RGB crop resized to input_size, normalised with the backbone mean/std"})
-
-
-def save_subtask(out_dir: Path, res: SubtaskResult, backbone: str, trainable, size, norm) -> None:
-    """The subtask model: tail + head weights plus what is needed to rebuild them."""
-    import torch
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.cpu() for k, v in res.net.state_dict().items()}, "backbone": backbone, "trainable": trainable,
-                "groups": [g.name for g in res.groups], "classes": {g.name: list(g.values) for g in res.groups},
-                "crop": res.crop, "input_size": list(size), "mean": list(norm[0]), "std": list(norm[1])},
-               out_dir / f"{res.name}.pt")
-
-
-def write_predictions(out_dir: Path, data: DomainData, preds: dict[str, dict[str, np.ndarray]]) -> None:
-    """``{split}.parquet``: ``name`` + one ``group=value`` column per class, every image of the split."""
-    import pandas as pd
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for split, by_group in preds.items():
-        idx = data.index(split)
-        cols: dict[str, Any] = {"name": data.names[idx]}
-        for g in data.groups:
-            p = by_group[g.name]
-            for k, col in enumerate(schema.prob_columns([g])):
-                cols[col] = p[:, k].astype(np.float32)
-        pd.DataFrame(cols).to_parquet(out_dir / f"{split}.parquet", index=False)
-
-
 def pseudo_labels(params: Params, data: DomainData, source, results: dict[str, SubtaskResult]
                   ) -> tuple[np.ndarray, dict[str, int]]:
     """The label matrix with the first round's confident predictions filling missing train labels."""
@@ -285,108 +174,176 @@ def pseudo_labels(params: Params, data: DomainData, source, results: dict[str, S
     return labels, added
 
 
-def run_train(params: Params, domain: str, backbone: str, budget=None) -> dict[str, Any]:
-    """Train every subtask of ``domain`` on ``backbone``; write models, predictions and report."""
+@dataclass(frozen=True)
+class TrainIO:
+    """One (domain, backbone) process: what it reads and writes."""
+
+    domain: str
+    backbone: str
+    prepared: Path     # in: ingest's tables
+    gate: Path         # in: validate's summary.json; training refuses data that failed validation
+    models: Path       # out: <subtask>.pt per subtask
+    predictions: Path  # out: {val,test}.parquet
+    report: Path       # out: per-subtask accuracy next to the majority baseline, times
+    checkpoints: Path  # scratch outside the DVC outputs: a rerun after a crash resumes from here
+
+    def artifacts(self) -> list[Path]:
+        return [self.report]
+
+
+@dataclass
+class Backbone:
+    """The backbone split for training: frozen prefix (run once, cached) and the tail each subtask copies."""
+
+    prefix: Any
+    tail: Any
+    num_features: int
+    trainable: int | str
+    size: tuple[int, int]
+    norm: tuple[Any, Any]  # mean, std
+    interpolation: str
+
+
+def check_gate(summary: Path) -> None:
+    """Stop unless validation passed on these tables (the gate dvc.yaml puts before training)."""
+    if not summary.exists():
+        raise FileNotFoundError(f"{summary} not found: run the validate stage first")
+    status = json.loads(summary.read_text()).get("status")
+    if status != "passed":
+        raise ValueError(f"validation {status!r} in {summary}: fix the data (see summary.md beside it) "
+                         "before training")
+
+
+def setup_torch(params: Params) -> str:
+    """Seed, determinism and threads; return the device."""
     import torch
 
-    from pipeline import backbones, tracking
-    from pipeline.train.cache import build_features
-    from pipeline.train.loop import EpochBudget, predict
-
-    t_start, cpu_start = time.perf_counter(), time.process_time()
-    tp, base = params.train, params.base
-    if domain not in tp.epochs or domain not in tp.input_size:
-        raise ValueError(f"train.epochs and train.input_size need an entry for domain {domain!r}")
-    torch.manual_seed(base.seed)
+    torch.manual_seed(params.base.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if tp.threads:
-        torch.set_num_threads(tp.threads)
-    budget = budget or EpochBudget()
-    device = pick_device(tp.device)
-    data = load_domain(base.prepared_dir, domain)
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    return pick_device(params.train.device)
+
+
+def build_backbone(params: Params, domain: str, backbone: str) -> Backbone:
+    """The pretrained backbone, split into the frozen prefix and the trainable tail."""
+    from pipeline import backbones
+
+    tp = params.train
     trainable = resolve_trainable(params, domain, backbone)
-    size = tuple(tp.input_size[domain])
     cfg = backbones.data_config(backbone)
     model = backbones.create_backbone(backbone, pretrained=tp.pretrained, weights_path=tp.weights.get(backbone))
     prefix, tail = backbones.split_backbone(model, trainable)
-    num_features = model.num_features
-    subtasks = _subtasks(params, data)
-    boxes = {c: crop_box(c, tp.crop_boxes) for c in sorted({c for _, _, c in subtasks})}
-    log.info("train %s/%s: %d images (%d train), subtasks %s, trainable=%s, input %s, device %s, cache %s",
-             domain, backbone, len(data.names), len(data.index("train")), [s for s, _, _ in subtasks],
-             trainable, size, device, tp.cache)
+    return Backbone(prefix, tail, model.num_features, trainable, tuple(tp.input_size[domain]),
+                    (cfg["mean"], cfg["std"]), cfg.get("interpolation", "bilinear"))
 
-    source = build_features(tp.cache, prefix, list(data.paths), boxes, size, cfg["mean"], cfg["std"],
-                            interpolation=cfg.get("interpolation", "bilinear"), device=device,
-                            amp=tp.amp, batch_size=tp.eval_batch_size, workers=tp.workers,
+
+def train_all(params: Params, data: DomainData, source, bb: Backbone, ckpt_root: Path, budget
+              ) -> tuple[dict[str, SubtaskResult], dict[str, Any]]:
+    """Every subtask; for vehicles a second round on pseudo-labels. Returns results and the
+    pseudo-labelling record (empty when there was none)."""
+    def train(labels: np.ndarray, ckpt: Path) -> dict[str, SubtaskResult]:
+        return {name: train_subtask(params, data, source, bb.tail, bb.num_features, name, groups, crop,
+                                    labels, ckpt, budget)
+                for name, groups, crop in _subtasks(params, data)}
+
+    results = train(data.labels, ckpt_root)
+    tp = params.train
+    if not (tp.pseudo_label and data.domain == "vehicle" and not tp.multitask):
+        return results, {}
+    first_round = {g: {k: round(m[k], 4) for k in ("val_acc", "val_mA")}
+                   for res in results.values() for g, m in res.metrics.items()}
+    labels, added = pseudo_labels(params, data, source, results)
+    if any(added.values()):
+        results = train(labels, ckpt_root / "pseudo")
+    else:
+        log.info("no prediction reached its pseudo-label threshold: the first round is final")
+    return results, {"pseudo_labels_added": added, "first_round": first_round}
+
+
+def predict_splits(params: Params, data: DomainData, source, results: dict[str, SubtaskResult]
+                   ) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {group: probabilities}}`` for every val and test image (flip TTA)."""
+    from pipeline.train.loop import predict
+
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    for split in schema.EVAL_SPLITS:
+        preds[split] = {}
+        for res in results.values():
+            preds[split].update(predict(res.net, source, res.crop, data.index(split), tta=params.train.tta_flip))
+    return preds
+
+
+def make_report(params: Params, io: TrainIO, bb: Backbone, device: str, data: DomainData,
+                results: dict[str, SubtaskResult], times: dict[str, float]) -> dict[str, Any]:
+    """The stage's figures: per-subtask val accuracy and mA beside the majority baseline, times."""
+    tp = params.train
+    subtasks = {g: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+                for res in results.values() for g, m in res.metrics.items()}
+    beats = [g for g, m in subtasks.items() if m["val_acc"] > m["majority_acc"] and m["val_mA"] > m["majority_mA"]]
+    run = tracking.active_run()
+    return {
+        "domain": io.domain, "backbone": io.backbone, "trainable": bb.trainable,
+        "input_size": list(bb.size), "epochs": tp.epochs[io.domain], "cache": tp.cache,
+        "multitask": tp.multitask, "device": device,
+        # CPU seconds (all threads) next to wall time: on a shared machine wall time says
+        # more about the neighbours than about this stage.
+        **{k: round(v, 2) for k, v in times.items()},
+        "n_train_images": int(len(data.index("train"))),
+        "mlflow_run_id": run.info.run_id if run else None,
+        "subtasks": subtasks,
+        "subtasks_beating_majority": len(beats),
+        "beats_majority": f"{len(beats)}/{len(subtasks)}",
+    }
+
+
+def run(params: Params, io: TrainIO, budget=None) -> dict[str, Any]:
+    """Train every subtask of ``io.domain`` on ``io.backbone``; write models, predictions and report.
+
+    Inside a tracked stage run (pipeline/stage.py) each subtask also gets a child run and a
+    registered model. ``budget`` (tests) interrupts after a number of epochs, as a crash would.
+    """
+    from pipeline.train.cache import build_features
+    from pipeline.train.loop import EpochBudget
+    from pipeline.train.outputs import save_subtask, write_predictions
+
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    check_gate(io.gate)
+    device = setup_torch(params)
+    data = load_domain(io.prepared, io.domain)
+    bb = build_backbone(params, io.domain, io.backbone)
+    tp = params.train
+    boxes = {c: crop_box(c, tp.crop_boxes) for c in sorted({c for _, _, c in _subtasks(params, data)})}
+    log.info("train %s/%s: %d images (%d train), trainable=%s, input %s, device %s, cache %s",
+             io.domain, io.backbone, len(data.names), len(data.index("train")), bb.trainable, bb.size,
+             device, tp.cache)
+    source = build_features(tp.cache, bb.prefix, list(data.paths), boxes, bb.size, *bb.norm,
+                            interpolation=bb.interpolation, device=device,
+                            amp=tp.amp, batch_size=tp.cache_batch_size, workers=tp.workers,
                             disk_dir=tp.cache_dir or None, flip_rows=flip_rows(params, data),
-                            keep_aspect=domain in tp.keep_aspect)
+                            keep_aspect=io.domain in tp.keep_aspect)
     t_cache = time.perf_counter() - t_start
-    ckpt_root = Path(tp.checkpoint_dir) / domain / backbone / fingerprint(params, domain, backbone)
-    models_dir = Path(tp.models_dir) / domain / backbone
-    run_pseudo = tp.pseudo_label and domain == "vehicle" and not tp.multitask
-    results: dict[str, SubtaskResult] = {}
-    pseudo_added: dict[str, int] = {}
+    ckpt_root = io.checkpoints / fingerprint(params, io)
+    results, pseudo = train_all(params, data, source, bb, ckpt_root, budget or EpochBudget())
+    write_predictions(io.predictions, data, predict_splits(params, data, source, results))
+    for res in results.values():
+        save_subtask(io.models, res, io.backbone, bb.trainable, bb.size, bb.norm)
+    t_train = time.perf_counter() - t_start
+    if tracking.active_run() is not None:
+        from pipeline.train.runs import log_child
 
-    with tracking.stage_run(base.experiment, f"train-{domain}-{backbone}",
-                            params={"train": dataclasses.asdict(tp), "seed": base.seed},
-                            data_paths=(base.prepared_dir,), domain=domain, backbone=backbone) as run:
-        for name, groups, crop in subtasks:
-            results[name] = train_subtask(params, data, source, tail, num_features, name, groups, crop,
-                                          data.labels, ckpt_root, budget)
-        if run_pseudo:
-            first_round = {g: {k: round(m[k], 4) for k in ("val_acc", "val_mA")}
-                           for res in results.values() for g, m in res.metrics.items()}
-            labels, pseudo_added = pseudo_labels(params, data, source, results)
-            if any(pseudo_added.values()):
-                for name, groups, crop in subtasks:
-                    results[name] = train_subtask(params, data, source, tail, num_features, name, groups,
-                                                  crop, labels, ckpt_root / "pseudo", budget)
-            else:
-                log.info("no prediction reached its pseudo-label threshold: the first round is final")
-
-        preds: dict[str, dict[str, np.ndarray]] = {}
-        for split in ("val", "test"):
-            preds[split] = {}
-            for res in results.values():
-                preds[split].update(predict(res.net, source, res.crop, data.index(split), tta=tp.tta_flip))
-        write_predictions(Path(tp.predictions_dir) / domain / backbone, data, preds)
         for res in results.values():
-            save_subtask(models_dir, res, backbone, trainable, size, (cfg["mean"], cfg["std"]))
-        t_train = time.perf_counter() - t_start
-        for res in results.values():
-            log_child(params, domain, backbone, res, prefix, size, trainable, pseudo_added)
-
-        report = {
-            "domain": domain, "backbone": backbone, "trainable": trainable,
-            "input_size": list(size), "epochs": tp.epochs[domain], "cache": tp.cache,
-            "multitask": tp.multitask, "device": device,
-            # CPU seconds (all threads) next to wall time: on a shared machine wall time says
-            # more about the neighbours than about this stage.
-            "time_s": round(time.perf_counter() - t_start, 2), "cpu_s": round(time.process_time() - cpu_start, 2),
-            "train_time_s": round(t_train, 2),
-            "cache_time_s": round(t_cache, 2), "n_train_images": int(len(data.index("train"))),
-            "mlflow_run_id": run.info.run_id,
-            "subtasks": {g: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
-                         for res in results.values() for g, m in res.metrics.items()},
-        }
-        if run_pseudo:
-            report["pseudo_labels_added"] = pseudo_added
-            report["first_round"] = first_round
-        beats = [g for g, m in report["subtasks"].items()
-                 if m["val_acc"] > m["majority_acc"] and m["val_mA"] > m["majority_mA"]]
-        report["beats_majority"] = f"{len(beats)}/{len(report['subtasks'])}"
-        import mlflow
-
-        mlflow.log_metrics({"time_s": report["time_s"], "cache_time_s": t_cache,
-                            "subtasks_beating_majority": len(beats)})
-        out = Path(base.reports_dir) / "train" / f"{domain}-{backbone}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        mlflow.log_artifact(str(out))
+            log_child(params, io.domain, io.backbone, res, bb.prefix, bb.size, bb.trainable,
+                      pseudo.get("pseudo_labels_added"))
     source.close()
+    times = {"time_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start,
+             "train_time_s": t_train, "cache_time_s": t_cache}
+    report = {**make_report(params, io, bb, device, data, results, times), **pseudo}
+    io.report.parent.mkdir(parents=True, exist_ok=True)
+    io.report.write_text(json.dumps(report, indent=2) + "\n")
     if not tp.keep_checkpoints:
         shutil.rmtree(ckpt_root, ignore_errors=True)
-    log.info("train %s/%s done in %.1fs (%s beat the majority baseline)", domain, backbone,
+    log.info("train %s/%s done in %.1fs (%s beat the majority baseline)", io.domain, io.backbone,
              report["time_s"], report["beats_majority"])
     return report
+

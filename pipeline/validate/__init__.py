@@ -2,8 +2,8 @@
 
 :func:`validate` checks the prepared tables, the image files, the caption mapping and the
 train/test drift, writes the report into ``out_dir`` and returns a :class:`ValidationResult`;
-:func:`run_validation` does the same from ``params.yaml`` and logs the result to MLflow. Any
-critical failure makes ``passed`` false (the CLI then exits non-zero); warnings are only logged.
+:func:`run` is the stage entry (pipeline/stage.py). Any critical failure makes the summary's
+``status`` "failed" (the CLI then exits 1, so ``dvc repro`` stops); warnings are only logged.
 
 Suites (``pipeline/validate/<module>.py``): ``schema``, ``images_table``, ``labels``, ``queries``,
 ``test_order``, ``class_counts``, ``quarantine`` (tables), ``release_files``, ``image_files`` (images),
@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from pipeline.validate.engine import Outcome, Suite
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ValidationResult", "validate", "run_validation", "read_prepared", "data_suites"]
+__all__ = ["ValidationResult", "ValidateIO", "validate", "run", "read_prepared", "data_suites"]
 
 
 @dataclass
@@ -43,22 +43,11 @@ class ValidationResult:
 
 
 def read_prepared(prepared_dir: Path) -> dict[str, pd.DataFrame]:
-    """The ingest outputs; a missing one raises ``FileNotFoundError`` naming it."""
-    prepared_dir = Path(prepared_dir)
-    tables = {}
-    for name in ("images", "labels", "queries"):
-        path = prepared_dir / f"{name}.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run the ingest stage first")
-        tables[name] = pd.read_parquet(path)
-    quarantine = prepared_dir / "quarantine.csv"
-    if not quarantine.exists():
-        raise FileNotFoundError(f"{quarantine} not found: run the ingest stage first")
-    tables["quarantine"] = pd.read_csv(quarantine, dtype=str, keep_default_na=False)
-    missing = {"file", "line", "raw", "reason"} - set(tables["quarantine"].columns)
-    if missing:
-        raise ValueError(f"{quarantine}: missing columns {sorted(missing)} (expected file, line, raw, reason)")
-    return tables
+    """The ingest outputs; a missing one raises ``FileNotFoundError`` naming it, a quarantine
+    without its columns ``ValueError`` (the Parquet columns are the schema suite's check)."""
+    from pipeline.formats import read_table
+
+    return {name: read_table(prepared_dir, name) for name in ("images", "labels", "queries", "quarantine")}
 
 
 def data_suites(tbl: dict[str, pd.DataFrame], checks: pd.DataFrame, test_lines: list[str],
@@ -153,31 +142,28 @@ def validate(prepared_dir: Path, release_dir: Path, out_dir: Path, vp: ValidateP
     return ValidationResult(summary, outcomes, out_dir, {**files, "drift.png": drift_png})
 
 
-def run_validation(params: Params, track: bool = True) -> ValidationResult:
-    """The stage: :func:`validate` with the paths and thresholds of ``params``, logged to MLflow
-    (run ``validate``, tag ``status`` passed/failed, the report as artifacts)."""
-    vp, base = params.validate, params.base
-    result = validate(Path(base.prepared_dir), Path(base.release_dir), Path(base.reports_dir) / "validation", vp,
-                      mapping=Path(vp.mapping), mapping_report=Path(vp.mapping_report), seed=base.seed)
-    if track:
-        log_to_mlflow(result, params)
-    return result
+@dataclass(frozen=True)
+class ValidateIO:
+    prepared: Path        # in: ingest's tables
+    release: Path         # in: the release (image files, test_text.txt)
+    mapping: Path         # in: the mined mapping
+    mapping_report: Path  # in: the mapping's quality on val
+    out: Path             # out: the report folder (summary.json is the training gate)
 
-
-def log_to_mlflow(result: ValidationResult, params: Params) -> None:
-    """One run in the pipeline's experiment: counts as metrics, the report as artifacts."""
-    import mlflow
-
-    from pipeline.tracking import stage_run
-
-    with stage_run(params.base.experiment, "validate", params=asdict(params.validate),
-                   data_paths=(params.base.prepared_dir,), status=result.summary["status"]):
-        s = result.summary
-        mlflow.log_metrics({"failed_critical": s["failed_critical"], "failed_warning": s["failed_warning"],
-                            "expectations": s["expectations"], "images_per_second": s["images"]["per_second"],
-                            **{f"drift.{k.replace(' ', '_')}": v for k, v in s["drift"].items() if v is not None}})
+    def artifacts(self) -> list[tuple[Path, str]]:
         # Data Docs' static/ folder is 5 MB of the same logos and scripts every run: leave it out.
-        for path in sorted(result.out_dir.rglob("*")):
-            rel = path.relative_to(result.out_dir)
-            if path.is_file() and rel.parts[:2] != ("data_docs", "static"):
-                mlflow.log_artifact(str(path), artifact_path=str(Path("validation") / rel.parent))
+        files = [p for p in sorted(self.out.rglob("*")) if p.is_file()
+                 and p.relative_to(self.out).parts[:2] != ("data_docs", "static")]
+        return [(p, str(Path("validation") / p.relative_to(self.out).parent)) for p in files]
+
+
+def run(params: Params, io: ValidateIO) -> dict[str, Any]:
+    """The stage: every suite with ``params.validate``'s thresholds; returns the summary, whose
+    ``status`` says whether training may start (the failures are logged, the report written)."""
+    from pipeline.validate.report import short_summary
+
+    result = validate(io.prepared, io.release, io.out, params.validate, mapping=io.mapping,
+                      mapping_report=io.mapping_report, seed=params.base.seed)
+    if not result.passed:
+        log.error("critical expectations failed:\n%s", short_summary(result.outcomes))
+    return result.summary

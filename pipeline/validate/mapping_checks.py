@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pipeline import schema
+from pipeline import caption_template, schema
 from pipeline.validate.engine import WARNING, Suite, expectation
 
 _MAPPED_GROUPS = schema.PEDESTRIAN_GROUPS + schema.VEHICLE_GROUPS
@@ -23,16 +23,11 @@ _MAPPED_GROUPS = schema.PEDESTRIAN_GROUPS + schema.VEHICLE_GROUPS
 def statable_values() -> list[tuple[str, str]]:
     """(group, value) pairs a caption can state, so each needs at least one rule.
 
-    Captions never state a negative (no hat, no bag, no pattern: see track2/README.md), so a
-    pedestrian value with no bit of its own has no phrase - except ``male``: every caption
-    states the gender.
+    Captions never state a negative (no hat, no bag, no pattern), so a pedestrian value with no
+    bit of its own has no phrase - except ``male``: every caption states the gender. The caption
+    template owns the rule (:func:`pipeline.caption_template.statable_values`).
     """
-    out = []
-    for g in _MAPPED_GROUPS:
-        for value, bit in zip(g.values, g.bits):
-            if bit is not None or g in schema.VEHICLE_GROUPS or g.name == "gender":
-                out.append((g.name, value))
-    return out
+    return caption_template.statable_values()
 
 
 def load_rules(path: Path) -> pd.DataFrame:

@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import schema
+from pipeline import formats, schema
 from pipeline.validate.engine import WARNING, Suite, expectation
-
-SPLITS = ("train", "val", "test")
 
 #: Image-name formats of the official release (see track2/README.md).
 PEDESTRIAN_NAME = r"^\d{6}\.jpg$"
@@ -27,15 +25,13 @@ TEST_NAME = r"^(?:\d{6}|vehicle_\d+)\.jpg$"  # test domains are unknown until th
 _PED_GROUPS = [g.name for g in schema.PEDESTRIAN_GROUPS]
 _VEHICLE_COLUMNS = [g.name for g in schema.VEHICLE_GROUPS]
 
-#: Table -> column -> kind (see :func:`column_kind`), as docs/architecture.md defines the tables.
-COLUMNS: dict[str, dict[str, str]] = {
-    "images": {"name": "string", "path": "string", "split": "string", "domain": "string",
-               "width": "integer", "height": "integer"},
-    "labels": {"name": "string", "split": "string", "domain": "string", "attribute": "string",
-               "caption": "string", **{b: "integer" for b in schema.PEDESTRIAN_BITS},
-               **{g: "integer" for g in _PED_GROUPS}, **{c: "string" for c in _VEHICLE_COLUMNS}},
-    "queries": {"query_id": "integer", "split": "string", "text": "string", "image": "string"},
-}
+#: The Parquet tables the schema suite checks (the quarantine's columns are read_prepared's check).
+CHECKED_TABLES = ("images", "labels", "queries")
+
+
+def kind_of(dtype: str) -> str:
+    """The kind of values (:func:`column_kind`) a contract dtype holds: ``Int8`` -> ``integer``."""
+    return "string" if dtype == "string" else "integer" if dtype.lower().startswith("int") else dtype
 
 
 def column_kind(series: pd.Series) -> str:
@@ -58,18 +54,19 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """A copy with every contract column present (missing ones all null), so the other suites
     still run when the schema suite has already reported the missing column."""
     df = df.copy()
-    for column in COLUMNS[table]:
+    for column in formats.columns(table):
         if column not in df.columns:
             df[column] = pd.Series(pd.NA, index=df.index, dtype="object")
     return df
 
 
 def schema_suite(tables: dict[str, pd.DataFrame]) -> Suite:
-    """Every contract column exists with the right kind of values."""
+    """Every contract column (:data:`pipeline.formats.tables.TABLES`) exists with the right kind of values."""
     rows = []
-    for table, columns in COLUMNS.items():
+    for table in CHECKED_TABLES:
         df = tables[table]
-        for column, kind in columns.items():
+        for column, dtype in formats.TABLES[table].items():
+            kind = kind_of(dtype)
             observed = column_kind(df[column]) if column in df.columns else "missing"
             rows.append({"table": table, "column": column, "expected": kind,
                          "observed": kind if observed == "empty" else observed})
@@ -126,7 +123,7 @@ def images_suite(images: pd.DataFrame, labels: pd.DataFrame) -> Suite:
         expectation("ExpectColumnValuesToNotBeNull", "every image has a name", column="name"),
         expectation("ExpectColumnValuesToNotBeNull", "every image has a path", column="path"),
         expectation("ExpectColumnValuesToBeInSet", "split is train, val or test", column="split",
-                    value_set=list(SPLITS)),
+                    value_set=list(schema.SPLITS)),
         expectation("ExpectColumnValuesToBeInSet", "domain is pedestrian or vehicle", column="domain",
                     value_set=list(schema.DOMAINS)),
         expectation("ExpectColumnValuesToNotBeNull", "train/val images have a domain", column="domain",
@@ -241,7 +238,7 @@ def queries_suite(queries: pd.DataFrame, images: pd.DataFrame, min_caption_chars
     data["image_known"] = pd.array(np.where(labelled, keys.isin(known), None), dtype="boolean")
     return Suite("queries", data, [
         expectation("ExpectColumnValuesToBeInSet", "queries are train, val or test", column="split",
-                    value_set=list(SPLITS)),
+                    value_set=list(schema.SPLITS)),
         expectation("ExpectColumnValuesToNotBeNull", "every query has a query_id", column="query_id"),
         expectation("ExpectColumnValuesToBeBetween", "query_id is a position (>= 0)", column="query_id",
                     min_value=0),
@@ -257,13 +254,9 @@ def queries_suite(queries: pd.DataFrame, images: pd.DataFrame, min_caption_chars
 
 
 def read_test_texts(path: Path) -> list[str]:
-    """The captions of ``test_text.txt`` as ingest reads them: BOM, CRLF and trailing blank lines
-    dropped, bad UTF-8 bytes replaced (so such a line cannot silently match a cleaned query)."""
-    text = Path(path).read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
+    """The captions of ``test_text.txt`` read as ingest reads them (:func:`pipeline.formats.read_lines`);
+    a line that is not UTF-8 keeps its bytes escaped, so it cannot silently match a cleaned query."""
+    return [(text if text is not None else raw).strip() for _, text, raw in formats.read_lines(path)[0]]
 
 
 def query_order_suite(queries: pd.DataFrame, test_lines: list[str]) -> Suite:
@@ -326,9 +319,8 @@ def class_counts_suite(labels: pd.DataFrame, min_examples: int) -> Suite:
 def quarantine_suite(quarantine: pd.DataFrame, labels: pd.DataFrame, queries: pd.DataFrame,
                      images: pd.DataFrame, max_fraction: float) -> Suite:
     """Lines (and unreadable image files) ingest set aside, per file, against what it kept."""
-    kept = {"train_label.txt": int((labels["split"] == "train").sum()),
-            "val_label.txt": int((labels["split"] == "val").sum()),
-            "test_text.txt": int((queries["split"] == "test").sum()),
+    kept = {**{Path(f).name: int((labels["split"] == s).sum()) for s, f in formats.LABEL_FILES.items()},
+            Path(formats.TEST_TEXT).name: int((queries["split"] == "test").sum()),
             "image files": len(images)}
     # Ingest records an unreadable test image under its own path; count those together.
     files = quarantine["file"].astype(str).map(lambda f: Path(f).name if f.endswith(".txt") else "image files")

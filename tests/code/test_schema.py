@@ -8,9 +8,6 @@ import pytest
 
 from pipeline import schema
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "track2"
-
-
 def test_group_sizes_match_the_release():
     assert [g.n_classes for g in schema.PEDESTRIAN_GROUPS] == [2, 3, 3, 2, 2, 2, 3, 2, 2, 5, 2, 2]
     assert sum(g.n_classes for g in schema.PEDESTRIAN_GROUPS) == 30
@@ -33,10 +30,8 @@ def test_every_bit_belongs_to_exactly_one_group():
     assert sorted(used) == sorted(schema.PEDESTRIAN_BITS)
 
 
-def test_vehicle_vocab_matches_release_file():
-    if not SHARED.exists():
-        pytest.fail(f"real Track-2 text not found at {SHARED}: the shared folder must sit beside the repo")
-    vocab = json.loads((SHARED / "vehicle_vocab.json").read_text())
+def test_vehicle_vocab_matches_release_file(real_track2):
+    vocab = json.loads((real_track2 / "vehicle_vocab.json").read_text())
     assert list(schema.VEHICLE_COLORS) == vocab["Colors"]
     assert list(schema.VEHICLE_TYPES) == vocab["Types"]
     assert list(schema.VEHICLE_BRANDS) == vocab["Brands"]
@@ -108,10 +103,8 @@ def test_vehicle_phrase_rejects_unknown(phrase):
         schema.parse_vehicle_phrase(phrase)
 
 
-def test_every_real_vehicle_label_parses():
-    if not SHARED.exists():
-        pytest.fail(f"real Track-2 text not found at {SHARED}")
-    for line in (SHARED / "train_vehicle_label.txt").read_text().splitlines():
+def test_every_real_vehicle_label_parses(real_track2):
+    for line in (real_track2 / "train_vehicle_label.txt").read_text().splitlines():
         schema.parse_vehicle_phrase(line.split("$")[1])
 
 

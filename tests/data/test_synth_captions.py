@@ -7,11 +7,13 @@ loudly when the folder is missing).
 from __future__ import annotations
 
 import collections
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline import caption_template as T
 from pipeline.schema import VEHICLE_COLORS, bits_to_groups, groups_to_values, parse_bits, parse_vehicle_phrase
 from pipeline.synth import captions as C
 from pipeline.synth.release import sample_pedestrian
@@ -138,6 +140,21 @@ def test_captions_never_state_a_negative(generated):
     for cap in generated:
         words = cap.text.replace("not an adult", "").lower().split()
         assert not {"not", "no", "without", "never"} & set(words), cap.text
+
+
+def test_phrase_tables_speak_the_template():
+    """Phrases exist for exactly the template's carried and worn items, and only the clothing
+    sentence has a sleeve word (how the mapping's oracle tells the two forms apart)."""
+    assert list(C.CARRIED_PHRASES) == list(T.CARRIED) and list(C.WORN_PHRASES) == list(T.WORN)
+    assert set(C.SLEEVES) == {v for g, v in T.statable_values() if g == "sleeve"}
+    assert {"upper": set(C.UPPERS), "skirt": {"yes"}} == {
+        g: {v for h, v in T.statable_values() if h == g} for g in T.CLOTHING if g != "sleeve"}
+    words = lambda phrase: set(re.findall(r"[a-z0-9]+", phrase.lower()))  # noqa: E731
+    assert all(T.SLEEVE_WORDS & words(p) for forms in C.SLEEVES.values() for p in forms)
+    inventory = C.phrase_inventory()
+    wearing_slots = ("subject", "age", "orientation", "carried", "worn")
+    wearing_form = [C.WEARING_VERB, *(p for slot in wearing_slots for p in inventory[slot])]
+    assert not [p for p in wearing_form if T.SLEEVE_WORDS & words(p)]
 
 
 def test_carried_item_priority_and_worn_list_order():

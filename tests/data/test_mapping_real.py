@@ -13,11 +13,23 @@ import pandas as pd
 import pytest
 
 from pipeline import schema
-from pipeline.config import MappingParams
+from pipeline.config import MappingParams, Params, load_params
 from pipeline.ingest import labels_from_files
 from pipeline.mapping import CaptionMapping, evaluate, mine_rules, misses, pairs_from_frame
 
+ROOT = Path(__file__).resolve().parents[2]
 MIN_STATED_RECALL = 0.995
+
+
+@pytest.fixture(scope="module")
+def params() -> Params:
+    """The repository's params (the mapping section's knobs as the stage runs them)."""
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def config(params) -> MappingParams:
+    return params.mapping
 
 
 def assert_meets_targets(mapping: CaptionMapping, frame: pd.DataFrame) -> dict:
@@ -44,9 +56,9 @@ def real(real_track2) -> dict[str, pd.DataFrame]:
             "all": val}
 
 
-def test_real_text_mined_on_half_parses_the_other_half(real):
+def test_real_text_mined_on_half_parses_the_other_half(real, config):
     train = pd.concat([real["vehicle_train"], real["ped_a"]], ignore_index=True)
-    mapping = CaptionMapping(mine_rules(pairs_from_frame(train), MappingParams()))
+    mapping = CaptionMapping(mine_rules(pairs_from_frame(train), config))
     held_out = pd.concat([real["vehicle_val"], real["ped_b"]], ignore_index=True)
     report = assert_meets_targets(mapping, held_out)
     assert report["groups"]["brand"]["stated"] > 1000 and report["groups"]["age"]["stated"] > 1500
@@ -55,9 +67,9 @@ def test_real_text_mined_on_half_parses_the_other_half(real):
     assert {(g.name, v) for g in schema.VEHICLE_GROUPS for v in g.values} <= ruled
 
 
-def test_real_test_captions_are_fully_parsed(real, real_track2):
+def test_real_test_captions_are_fully_parsed(real, real_track2, config):
     train = pd.concat([real["vehicle_train"], real["ped_a"]], ignore_index=True)
-    mapping = CaptionMapping(mine_rules(pairs_from_frame(train), MappingParams()))
+    mapping = CaptionMapping(mine_rules(pairs_from_frame(train), config))
     captions = (real_track2 / "test_captions_sample.txt").read_text().splitlines()
     for p in mapping.parse_many(captions):
         if p.domain == "vehicle":  # test captions name all three
@@ -78,24 +90,26 @@ def synthetic_train(tmp_path_factory) -> pd.DataFrame:
     return labels_from_files([root / "train" / "train_label.txt"])
 
 
-def test_synthetic_mapping_parses_the_real_text(synthetic_train, real):
+def test_synthetic_mapping_parses_the_real_text(synthetic_train, real, config):
     """The synthetic language must be the real language: mined on synthetic, judged on real lines."""
-    mapping = CaptionMapping(mine_rules(pairs_from_frame(synthetic_train), MappingParams()))
+    mapping = CaptionMapping(mine_rules(pairs_from_frame(synthetic_train), config))
     real_lines = pd.concat([real["all"], real["vehicle_train"]], ignore_index=True)
     assert_meets_targets(mapping, real_lines)
 
 
 @pytest.mark.slow
-def test_stages_on_the_smoke_release(smoke_release, tmp_path):
+def test_stages_on_the_smoke_release(smoke_release, params, tmp_path):
     """ingest then mapping, as `dvc repro` runs them, on the rendered smoke release."""
     from pipeline.ingest import ingest
-    from pipeline.mapping import load_mapping, run_stage
+    from pipeline.mapping import load_mapping
+    from pipeline.mapping.stage import MappingIO, run
 
     report = ingest(smoke_release, tmp_path / "prepared", tmp_path / "reports" / "ingest.json", workers=1)
     assert report["lines_quarantined"] == 0 and report["lines_read"] == report["lines_kept"]
-    params = MappingParams(out=str(tmp_path / "mapping.yaml"),
-                           overrides=str(Path(__file__).resolve().parents[1] / "mapping_overrides.yaml"))
-    quality = run_stage(tmp_path / "prepared", params, tmp_path / "reports" / "mapping.json")
+    io = MappingIO(labels=tmp_path / "prepared" / "labels.parquet", overrides=ROOT / "mapping_overrides.yaml",
+                   mapping=tmp_path / "mapping.yaml", report=tmp_path / "reports" / "mapping.json",
+                   plot=tmp_path / "reports" / "mapping.png")
+    quality = run(params, io)
     assert json.loads((tmp_path / "reports" / "mapping.json").read_text()) == quality
     assert quality["precision"] == 1.0 and quality["split"] == "val"
     assert len(load_mapping(tmp_path / "mapping.yaml")) == quality["rules"] > 0

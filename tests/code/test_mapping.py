@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from pipeline import schema
-from pipeline.config import MappingParams
+from pipeline import caption_template, schema
+from pipeline.config import MappingParams, load_params
 from pipeline.ingest import label_frame, parse_label_line
 from pipeline.mapping import (CaptionMapping, ParsedCaption, Rule, apply_overrides, build_mapping, evaluate,
                               load_mapping, mine_rules, pairs_from_frame, read_caption_lines, read_rules,
                               save_mapping, stated)
+from pipeline.mapping.stage import MappingIO, run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 AGES = {"over60": "is over 60 years old", "18to60": "is an adult aged 18-60", "under18": "is not an adult"}
 
@@ -52,6 +54,17 @@ def veh_lines(rng) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def params():
+    """The repository's params (the mapping section's knobs as the stage runs them)."""
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def config(params) -> MappingParams:
+    return params.mapping
+
+
+@pytest.fixture(scope="module")
 def train_frame():
     rng = np.random.default_rng(0)
     lines = [ped_line(i, bool(rng.random() < 0.5), str(rng.choice(list(AGES), p=[0.2, 0.5, 0.3])),
@@ -62,25 +75,26 @@ def train_frame():
 
 
 @pytest.fixture(scope="module")
-def mined(train_frame) -> CaptionMapping:
-    return CaptionMapping(mine_rules(pairs_from_frame(train_frame), MappingParams()))
+def mined(train_frame, config) -> CaptionMapping:
+    return CaptionMapping(mine_rules(pairs_from_frame(train_frame), config))
 
 
 # --------------------------------------------------------------------------- mining
 
-def test_mined_rules_are_precise_and_cover_the_language(mined):
+def test_mined_rules_are_precise_and_cover_the_language(mined, config):
     by = {(r.group, r.value): r.phrase for r in mined.rules}
     assert by[("brand", "Golden Dragon")] == "golden dragon"
     assert by[("brand", "Balong Heavy Truck")] == "balong heavy truck"  # swallows its type word
     assert by[("type", "Truck")] == "truck"
     assert by[("age", "under18")] == "not an adult"
-    assert all(r.precision == 1.0 and r.support >= MappingParams().min_support for r in mined.rules)
+    assert all(r.precision == 1.0 and r.support >= config.min_support for r in mined.rules)
 
 
 def test_no_rule_states_a_negative(mined):
     values = {(r.group, r.value) for r in mined.rules}
     assert ("gender", "male") in values  # the template always states gender
     assert not [v for v in values if v[1] in ("no", "none")]  # "no hat" is never stated
+    assert values <= set(caption_template.statable_values())
 
 
 def test_negated_adult_is_not_adult(mined):
@@ -197,10 +211,10 @@ def test_overrides_add_drop_and_replace(tmp_path):
         apply_overrides(RULES, path)
 
 
-def test_overrides_are_measured_on_training(train_frame, tmp_path):
+def test_overrides_are_measured_on_training(train_frame, config, tmp_path):
     path = tmp_path / "o.yaml"
     path.write_text("add:\n  - {phrase: walking woman, group: gender, value: female}\n")
-    rules = build_mapping(train_frame, MappingParams(), path)
+    rules = build_mapping(train_frame, config, path)
     added = [r for r in rules if r.source == "override"]
     assert len(added) == 1 and added[0].precision == 1.0
     assert added[0].support == int((train_frame["gender"] == 0).sum())
@@ -223,6 +237,42 @@ def test_stated_follows_the_template():
     assert wearing == {"gender": "female", "age": "18to60", "orientation": "side", "handbag": "yes", "hat": "yes"}
     assert stated("vehicle", "A white Audi.", {"color": "white", "brand": "Audi", "type": None}) == {
         "color": "white", "brand": "Audi"}
+
+
+def test_oracle_and_generator_share_the_template():
+    """The generator picks the form by the worn items (boots too, which no label has); the oracle
+    reads it off the text (the sleeve word). They agree on every labelled group."""
+    from pipeline.synth.captions import pedestrian_caption
+
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        values = {g.name: g.values[int(rng.integers(g.n_classes))] for g in schema.PEDESTRIAN_GROUPS}
+        cap = pedestrian_caption(values, bool(rng.random() < 0.3), rng)
+        labelled = {g: v for g, v in cap.stated.items() if g != caption_template.BOOTS}
+        assert stated("pedestrian", cap.text, values) == labelled, cap.text
+        assert set(labelled.items()) <= set(caption_template.statable_values())
+
+
+# --------------------------------------------------------------------------- the stage
+
+def test_stage_run_writes_the_mapping_and_the_report(train_frame, params, tmp_path):
+    rng = np.random.default_rng(2)
+    val = label_frame([parse_label_line(ped_line(i, bool(rng.random() < 0.5), str(rng.choice(list(AGES))),
+                                                 bool(rng.random() < 0.3), rng)) for i in range(50)], "val")
+    labels = tmp_path / "prepared" / "labels.parquet"
+    labels.parent.mkdir()
+    pd.concat([train_frame, val], ignore_index=True).to_parquet(labels)
+    io = MappingIO(labels=labels, overrides=ROOT / "mapping_overrides.yaml",
+                   mapping=tmp_path / "mapping.yaml", report=tmp_path / "reports" / "mapping.json",
+                   plot=tmp_path / "reports" / "mapping.png")
+    report = run(params, io)
+    assert json.loads(io.report.read_text()) == report
+    assert report["split"] == "val" and report["captions"] == 50
+    assert report["train_captions"] == len(train_frame)
+    assert report["precision"] == 1.0 and len(load_mapping(io.mapping)) == report["rules"] > 0
+    assert io.plot.stat().st_size > 0 and set(io.artifacts()) >= {io.mapping, io.report, io.plot}
+    with pytest.raises(FileNotFoundError, match="run the ingest stage first"):
+        run(params, MappingIO(tmp_path / "none.parquet", None, io.mapping, io.report, io.plot))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -12,7 +12,7 @@ from pipeline.train.data import MISSING, class_weights, crop_box, crop_of, load_
 from pipeline.train.loop import cosine_with_warmup
 from pipeline.train.model import SubtaskNet, make_head, masked_cross_entropy
 from pipeline.train.pseudo import fill_missing
-from test_train_support import TinyNet, make_prepared, split_backbone
+from tests.code.test_train_support import TinyNet, make_prepared, split_backbone
 
 BOXES = {"full": [0, 1, 0, 1], "top": [0, 0.5, 0, 1], "middle": [0.2, 0.75, 0.05, 0.95],
          "bottom": [0.45, 1, 0, 1]}
@@ -257,11 +257,13 @@ def test_cli_rejects_unknown_domain_and_backbone(monkeypatch):
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from test_train_support import install_fake_backbones
+    from tests.code.test_train_support import install_fake_backbones
 
     install_fake_backbones(monkeypatch)
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "--domain", "bicycle", "--backbone", "tiny_cnn"])
+    files = ["--prepared", "p", "--gate", "g.json", "--models", "m", "--predictions", "q", "--report", "r.json",
+             "--checkpoints", "c"]
+    res = runner.invoke(app, ["train", "--domain", "bicycle", "--backbone", "tiny_cnn", *files])
     assert res.exit_code == 2 and "unknown domain 'bicycle'" in res.output
-    res = runner.invoke(app, ["train", "--domain", "vehicle", "--backbone", "resnet9000"])
+    res = runner.invoke(app, ["train", "--domain", "vehicle", "--backbone", "resnet9000", *files])
     assert res.exit_code == 2 and "unknown backbone 'resnet9000'" in res.output

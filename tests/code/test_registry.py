@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import registry
+from tests.helpers import register_io, retrieve_io
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +135,13 @@ def test_metric_tags():
 def _register(world, params, store, validation="passed"):
     from pipeline import retrieve
 
-    retrieve.run(params, world)
+    retrieve.run(params, retrieve_io(world))
     summary = world / "reports" / "validation" / "summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps({"success": validation == "passed"}))
-    return registry.register(params, world)
+    from pipeline.stage import execute
+
+    return execute("register", registry.run, params, register_io(world))["version"]
 
 
 @pytest.mark.slow
@@ -171,8 +174,6 @@ def test_register_round_trip_and_tags(retrieval_world, retrieval_params, store, 
 
 @pytest.mark.slow
 def test_search_and_promote_commands(retrieval_world, retrieval_params, store, monkeypatch):
-    import dataclasses
-
     import yaml
     from PIL import Image
     from typer.testing import CliRunner
@@ -181,7 +182,9 @@ def test_search_and_promote_commands(retrieval_world, retrieval_params, store, m
 
     _register(retrieval_world, retrieval_params, store)
     monkeypatch.chdir(retrieval_world)
-    (retrieval_world / "params.yaml").write_text(yaml.safe_dump(dataclasses.asdict(retrieval_params)))
+    from tests.conftest import retrieval_params_data
+
+    (retrieval_world / "params.yaml").write_text(yaml.safe_dump(retrieval_params_data()))
     res = CliRunner().invoke(app, ["search", "This is a black BMW SUV.", "--top", "3", "--grid", "g.png"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 
 from pipeline import retrieve
 from pipeline.cli import app
+from tests.helpers import retrieve_io
 
 
 def test_stage_outputs(retrieval_world, retrieval_params):
-    result = retrieve.run(retrieval_params, retrieval_world)
+    result = retrieve.run(retrieval_params, retrieve_io(retrieval_world))
     out = retrieval_world / "data" / "retrieval"
     queries = pd.read_parquet(retrieval_world / "data" / "prepared" / "queries.parquet")
     test_texts = queries[queries["split"] == "test"].sort_values("query_id")["text"].tolist()
@@ -43,7 +44,7 @@ def test_stage_outputs(retrieval_world, retrieval_params):
 def test_missing_member_fails_clearly(retrieval_world, retrieval_params):
     shutil.rmtree(retrieval_world / "data" / "predictions" / "vehicle" / "m2")
     with pytest.raises(retrieve.RetrieveError, match="missing predictions .*vehicle/m2/val.parquet"):
-        retrieve.run(retrieval_params, retrieval_world)
+        retrieve.run(retrieval_params, retrieve_io(retrieval_world))
 
 
 def test_gallery_image_without_predictions_fails(retrieval_world, retrieval_params):
@@ -51,7 +52,7 @@ def test_gallery_image_without_predictions_fails(retrieval_world, retrieval_para
     extra = images.iloc[[0]].assign(name="999999.jpg")
     pd.concat([images, extra]).to_parquet(retrieval_world / "data" / "prepared" / "images.parquet")
     with pytest.raises(retrieve.RetrieveError, match="1 val images have no predictions.*999999.jpg"):
-        retrieve.run(retrieval_params, retrieval_world)
+        retrieve.run(retrieval_params, retrieve_io(retrieval_world))
 
 
 # --------------------------------------------------------------------------- score CLI

@@ -153,7 +153,7 @@ def test_import_does_not_load_torch():
     import sys
 
     code = "import sys, pipeline.backbones; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
 @pytest.fixture(scope="module", params=CPU_BACKBONES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import filecmp
 import re
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline import config
+from pipeline import choices
 from pipeline.cli import app
 from pipeline.schema import (
     PEDESTRIAN_BITS, VEHICLE_BRANDS, VEHICLE_COLORS, VEHICLE_TYPES, bits_to_groups, constraint_violations,
@@ -39,7 +40,7 @@ def _files(root: Path) -> list[Path]:
 # ------------------------------------------------------------------ profiles and plan
 
 def test_profiles_are_the_config_profiles_and_full_is_the_real_size():
-    assert tuple(R.PROFILES) == config.PROFILES
+    assert tuple(R.PROFILES) == typing.get_args(choices.Profile)
     full = R.PROFILES["full"]
     assert {s: sum(full[s]) for s in R.SPLITS} == {"train": 126_117, "val": 10_000, "test": 17_611}
     assert full["test"] == (10_000, 7_611)

@@ -12,9 +12,11 @@ import pytest
 from PIL import Image
 
 from pipeline import schema
-from pipeline.ingest import IngestError, check_label_lines, ingest, parse_label_line, read_lines
+from pipeline.config import load_params
+from pipeline.formats import check_label_lines, parse_label_line, read_lines
+from pipeline.ingest import IngestError, IngestIO, run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # A valid pedestrian: female, 18-60, side, handbag, short sleeve.
 BITS = "1,0,1,0,0,1,0,0,0,1,0,0,0,1,0,0,0,0,0,0,0"
@@ -35,6 +37,12 @@ def write_release(root: Path, train: bytes, val: bytes, test: bytes, train_image
     for n in test_images:
         Image.new("RGB", (8, 3), "blue").save(root / "test" / "test_images" / n)
     return root
+
+
+@pytest.fixture(scope="module")
+def params():
+    """The repository's params with one header-reading process (the releases here are tiny)."""
+    return load_params(ROOT / "params.yaml", {"ingest": {"workers": 1}})
 
 
 # --------------------------------------------------------------------------- single lines
@@ -112,9 +120,9 @@ def messy_release(tmp_path) -> Path:
                          val_images=["j.jpg"], test_images=["vehicle_0000001.jpg", "vehicle_0000002.jpg"])
 
 
-def test_ingest_quarantines_every_case_and_counts_reconcile(messy_release, tmp_path):
+def test_ingest_quarantines_every_case_and_counts_reconcile(messy_release, tmp_path, params):
     out = tmp_path / "prepared"
-    report = ingest(messy_release, out, tmp_path / "reports" / "ingest.json", workers=1)
+    report = run(params, IngestIO(messy_release, out, tmp_path / "reports" / "ingest.json"))
     q = pd.read_csv(out / "quarantine.csv", keep_default_na=False)
     train_q = q[q["file"] == "train/train_label.txt"].set_index("line")["reason"]
     expected = {3: "wrong field count", 4: "'$' inside the caption", 5: "bad bit string",
@@ -134,9 +142,9 @@ def test_ingest_quarantines_every_case_and_counts_reconcile(messy_release, tmp_p
     assert report["images_without_label"] == {"train": 2, "val": 0}  # i.jpg (bad line), c.jpg
 
 
-def test_prepared_tables_follow_the_contract(messy_release, tmp_path):
+def test_prepared_tables_follow_the_contract(messy_release, tmp_path, params):
     out = tmp_path / "prepared"
-    ingest(messy_release, out, None, workers=1)
+    run(params, IngestIO(messy_release, out, tmp_path / "ingest.json"))
     images = pd.read_parquet(out / "images.parquet")
     assert list(images.columns) == ["name", "path", "split", "domain", "width", "height"]
     assert set(zip(images["split"], images["name"])) == {
@@ -170,28 +178,29 @@ def test_prepared_tables_follow_the_contract(messy_release, tmp_path):
     assert val["image"].tolist() == ["j.jpg"] and val["query_id"].tolist() == [0]
 
 
-def test_missing_file_stops_with_a_clear_message(messy_release, tmp_path):
+def test_missing_file_stops_with_a_clear_message(messy_release, tmp_path, params):
     (messy_release / "val" / "val_label.txt").unlink()
     with pytest.raises(IngestError, match="val_label.txt"):
-        ingest(messy_release, tmp_path / "prepared", None, workers=1)
+        run(params, IngestIO(messy_release, tmp_path / "prepared", tmp_path / "ingest.json"))
     with pytest.raises(IngestError, match="not found"):
-        ingest(tmp_path / "nowhere", tmp_path / "prepared", None)
+        run(params, IngestIO(tmp_path / "nowhere", tmp_path / "prepared", tmp_path / "ingest.json"))
+    assert not (tmp_path / "prepared").exists() and not (tmp_path / "ingest.json").exists()
 
 
 def test_cli_reports_missing_release_in_one_line(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text(f"base:\n  release_dir: {tmp_path / 'nowhere'}\n  prepared_dir: {tmp_path / 'p'}\n")
-    r = subprocess.run([sys.executable, "-m", "pipeline", "ingest", "--params", str(params)],
+    r = subprocess.run([sys.executable, "-m", "pipeline", "ingest", "--release", str(tmp_path / "nowhere"),
+                        "--prepared", str(tmp_path / "p"), "--report", str(tmp_path / "ingest.json"),
+                        "--params", str(ROOT / "params.yaml"), "--no-track"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2
     assert "error: release folder" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_unreadable_image_is_quarantined(tmp_path):
+def test_unreadable_image_is_quarantined(tmp_path, params):
     rel = write_release(tmp_path / "rel", (VEH + "\n").encode(), b"", b"A caption.\n",
                         train_images=[], test_images=["t.jpg"])
     (rel / "train" / "train_images" / "abcdefghij.jpg").write_bytes(b"not a jpeg")
-    report = ingest(rel, tmp_path / "p", None, workers=1)
+    report = run(params, IngestIO(rel, tmp_path / "p", tmp_path / "ingest.json"))
     assert report["files"]["train/train_label.txt"] == {"read": 1, "kept": 0, "quarantined": 1, "trailing_blank": 0}
     q = pd.read_csv(tmp_path / "p" / "quarantine.csv")
     assert "unreadable image" in q["reason"].iloc[0]

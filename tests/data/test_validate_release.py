@@ -20,9 +20,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.config import ValidateParams
+from pipeline.config import load_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -35,10 +35,15 @@ class Corruption:
     unlabelled_files: set[str] = field(default_factory=set)  # image files ingest had to leave out
 
 
+def validate_params(**overrides):
+    """The repository's validate section with ``overrides``."""
+    return load_params(ROOT / "params.yaml", {"validate": overrides}).validate
+
+
 def corrupt_release(release: Path) -> Corruption:
     """Damage a (smoke) release in place with every kind of bad input the ingest issue lists and
     the image faults validate must catch. Needs at least 13 pedestrian and 1 vehicle training line
-    and 5 test captions. Use ``ValidateParams(max_quarantine_fraction=0.02)`` with the counts."""
+    and 5 test captions. Use ``validate_params(max_quarantine_fraction=0.02)`` with the counts."""
     train_file, val_file = release / "train" / "train_label.txt", release / "val" / "val_label.txt"
     test_file = release / "test" / "test_text.txt"
     train_dir, val_dir = release / "train" / "train_images", release / "val" / "val_images"
@@ -111,7 +116,7 @@ def ingest_and_validate(release: Path, work: Path):
 
     report = ingest(release, work / "prepared", work / "ingest.json", workers=1)
     mapping, mapping_report = complete_mapping(work / "mapping")
-    vp = ValidateParams(min_class_examples=0, max_quarantine_fraction=0.02, workers=2)
+    vp = validate_params(min_class_examples=0, max_quarantine_fraction=0.02, workers=2)
     result = validate(work / "prepared", release, work / "validation", vp, mapping=mapping,
                       mapping_report=mapping_report)
     return report, result
@@ -193,7 +198,7 @@ def test_clean_release_passes(smoke_release, tmp_path):
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
            "TRACK2_ROOT": str(workdir), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -212,16 +217,18 @@ def test_cli_exit_codes_and_mlflow_run(corrupted, smoke_release, tmp_path):
     shutil.copytree(smoke_release, good_release)
     ingest(good_release, tmp_path / "good_prepared", workers=1)
     complete_mapping(tmp_path / "mapping")
-    for name, release, prepared in (("good", good_release, tmp_path / "good_prepared"),
-                                    ("bad", bad_release, bad_work / "prepared")):
-        params = {"base": {"release_dir": str(release), "prepared_dir": str(prepared), "reports_dir": f"reports_{name}",
-                           "experiment": "test-validate"},
-                  "validate": {"mapping": "mapping/mapping.yaml", "mapping_report": "mapping/mapping.json",
-                               "min_class_examples": 0, "max_quarantine_fraction": 0.02}}
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
-    good = cli(tmp_path, "validate", "--params", "good.yaml")
+    from pipeline.config import merge, read_yaml
+
+    params = merge(read_yaml(ROOT / "params.yaml"), {"base": {"experiment": "test-validate"}, "validate": {
+        "min_class_examples": 0, "max_quarantine_fraction": 0.02}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    files = {name: ["--prepared", str(prepared), "--release", str(release), "--mapping", "mapping/mapping.yaml",
+                    "--mapping-report", "mapping/mapping.json", "--out", f"reports_{name}/validation"]
+             for name, release, prepared in (("good", good_release, tmp_path / "good_prepared"),
+                                             ("bad", bad_release, bad_work / "prepared"))}
+    good = cli(tmp_path, "validate", *files["good"])
     assert good.returncode == 0, good.stderr[-3000:]
-    bad = cli(tmp_path, "validate", "--params", "bad.yaml")
+    bad = cli(tmp_path, "validate", *files["bad"])
     assert bad.returncode == 1, bad.stderr[-3000:]
     assert "validation failed: 5 critical expectations" in bad.stderr
     assert "[image_files] image decodes fully (" in bad.stderr and "e.g. train " in bad.stderr
@@ -241,7 +248,7 @@ def test_missing_inputs_fail_with_a_clear_message(tmp_path):
     from pipeline.validate import validate
 
     with pytest.raises(FileNotFoundError, match="images.parquet not found: run the ingest stage first"):
-        validate(tmp_path / "prepared", tmp_path / "release", tmp_path / "out", ValidateParams())
+        validate(tmp_path / "prepared", tmp_path / "release", tmp_path / "out", validate_params())
 
 
 def test_bad_quarantine_file_fails_with_a_clear_message(tmp_path):

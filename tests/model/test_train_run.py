@@ -7,7 +7,7 @@ output folders, so nothing touches the repository's mlflow.db or data/.
 from __future__ import annotations
 
 import json
-import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from pipeline import schema
-from pipeline.config import parse_params
+from pipeline.config import load_params
 from pipeline.train.loop import Interrupted, STOP_ENV
-from test_train_support import TINY, install_fake_backbones, make_prepared
+from tests.code.test_train_support import TINY, install_fake_backbones, make_prepared
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +31,24 @@ def tiny_params(root, **train):
         "epochs": {"pedestrian": 2, "vehicle": 2, "router": 1},
         "batch_size": 8, "lr": 0.01, "workers": 1,
         "pseudo_thresholds": {"color": 0.0, "type": 0.0, "brand": 0.0},  # fills every missing label
-        "checkpoint_dir": str(root / "ckpt"), "models_dir": str(root / "models"),
-        "predictions_dir": str(root / "predictions"), **train,
+        **train,
     }
-    return parse_params({"base": {"prepared_dir": str(root / "prepared"), "reports_dir": str(root / "reports"),
-                                  "experiment": "test-train"}, "train": section})
+    return load_params(ROOT / "params.yaml", {"base": {"experiment": "test-train"}, "train": section})
+
+
+def run_train(params, root: Path, domain: str, backbone: str, out: str = "", track: bool = True) -> dict:
+    """The train stage as `dvc repro` runs it (one MLflow run around it), outputs under ``root``."""
+    from pipeline.stage import execute
+    from pipeline.train.stage import TrainIO, run
+
+    gate = root / "reports" / "validation" / "summary.json"
+    if not gate.exists():
+        gate.parent.mkdir(parents=True, exist_ok=True)
+        gate.write_text(json.dumps({"status": "passed"}))
+    io = TrainIO(domain, backbone, root / "prepared", gate, root / f"{out}models" / domain / backbone,
+                 root / f"{out}predictions" / domain / backbone, root / "reports" / "train" / f"{domain}-{backbone}.json",
+                 root / "ckpt" / domain / backbone)
+    return execute(f"train-{domain}-{backbone}", run, params, io, track=track, section="train", data=(io.prepared,))
 
 
 @pytest.fixture()
@@ -49,10 +64,9 @@ def env(tmp_path, monkeypatch):
 def test_vehicle_run_writes_models_predictions_report_and_mlflow(env):
     from mlflow import MlflowClient
 
-    from pipeline.train.stage import run_train
 
     params = tiny_params(env)
-    report = run_train(params, "vehicle", TINY)
+    report = run_train(params, env, "vehicle", TINY)
 
     images = pd.read_parquet(env / "prepared" / "images.parquet")
     cols = schema.prob_columns(schema.VEHICLE_GROUPS)
@@ -99,11 +113,10 @@ def test_vehicle_run_writes_models_predictions_report_and_mlflow(env):
 
 
 def test_pedestrian_and_router_runs_cover_every_group(env):
-    from pipeline.train.stage import run_train
 
     params = tiny_params(env, log_models=False)
     for domain, groups in (("pedestrian", schema.PEDESTRIAN_GROUPS), ("router", (schema.ROUTER_GROUP,))):
-        report = run_train(params, domain, TINY)
+        report = run_train(params, env, domain, TINY)
         assert set(report["subtasks"]) == {g.name for g in groups}
         pred = pd.read_parquet(env / "predictions" / domain / TINY / "val.parquet")
         assert list(pred.columns) == ["name", *schema.prob_columns(groups)]
@@ -111,40 +124,34 @@ def test_pedestrian_and_router_runs_cover_every_group(env):
 
 
 def test_multitask_ablation_trains_one_net_with_every_head(env):
-    from pipeline.train.stage import run_train
 
-    report = run_train(tiny_params(env, multitask=True, log_models=False), "pedestrian", TINY)
+    report = run_train(tiny_params(env, multitask=True, log_models=False), env, "pedestrian", TINY)
     assert set(report["subtasks"]) == {g.name for g in schema.PEDESTRIAN_GROUPS}
     assert (env / "models" / "pedestrian" / TINY / "multitask.pt").exists()
 
 
 @pytest.mark.parametrize("domain", ["vehicle"])
 def test_resume_after_interruption_equals_an_uninterrupted_run(env, monkeypatch, domain):
-    from pipeline.train.stage import run_train
 
-    def outputs(p):
-        tp = p.train
+    def outputs(out):
         weights = {f.name: torch.load(f, weights_only=False)["state_dict"]
-                   for f in sorted((env / tp.models_dir / domain / TINY).glob("*.pt"))}
-        preds = pd.read_parquet(env / tp.predictions_dir / domain / TINY / "test.parquet")
+                   for f in sorted((env / f"{out}models" / domain / TINY).glob("*.pt"))}
+        preds = pd.read_parquet(env / f"{out}predictions" / domain / TINY / "test.parquet")
         return weights, preds
 
-    straight = tiny_params(env, log_models=False, models_dir=str(env / "a_models"),
-                           predictions_dir=str(env / "a_pred"))
-    run_train(straight, domain, TINY)
-    w_a, p_a = outputs(straight)
+    params = tiny_params(env, log_models=False)
+    run_train(params, env, domain, TINY, out="a_")
+    w_a, p_a = outputs("a_")
 
-    resumed = tiny_params(env, log_models=False, models_dir=str(env / "b_models"),
-                          predictions_dir=str(env / "b_pred"))
-    # Fingerprints differ only by the output folders, not by anything that changes training.
+    # Output folders are not part of the checkpoint fingerprint: only what changes training is.
     monkeypatch.setenv(STOP_ENV, "3")
     with pytest.raises(Interrupted):
-        run_train(resumed, domain, TINY)
-    assert not (env / "b_pred" / domain / TINY / "test.parquet").exists()
+        run_train(params, env, domain, TINY, out="b_")
+    assert not (env / "b_predictions" / domain / TINY / "test.parquet").exists()
     assert any((env / "ckpt" / domain / TINY).rglob("*.pt"))
     monkeypatch.delenv(STOP_ENV)
-    run_train(resumed, domain, TINY)
-    w_b, p_b = outputs(resumed)
+    run_train(params, env, domain, TINY, out="b_")
+    w_b, p_b = outputs("b_")
 
     assert w_a.keys() == w_b.keys()
     for name in w_a:
@@ -158,13 +165,13 @@ def test_smoke_release_with_a_real_backbone(smoke_release, tmp_path, monkeypatch
     """The `smoke` synthetic release, ingested, trained for one epoch on tf_efficientnet_lite0."""
     from mlflow import MlflowClient
 
-    from pipeline.ingest import ingest
-    from pipeline.train.stage import run_train
+    from pipeline.ingest import IngestIO
+    from pipeline.ingest import run as ingest
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("TRACK2_ROOT", str(tmp_path))
     monkeypatch.delenv(STOP_ENV, raising=False)
-    ingest(smoke_release, tmp_path / "prepared")
+    ingest(tiny_params(tmp_path), IngestIO(smoke_release, tmp_path / "prepared", tmp_path / "ingest.json"))
     params = tiny_params(tmp_path, input_size={"pedestrian": [32, 16], "vehicle": [32, 32], "router": [32, 32]},
                          trainable={"pedestrian": 1, "vehicle": 1, "router": "linear"},
                          epochs={"pedestrian": 1, "vehicle": 1, "router": 1}, batch_size=32,
@@ -174,7 +181,7 @@ def test_smoke_release_with_a_real_backbone(smoke_release, tmp_path, monkeypatch
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the URI an earlier test left set
     for domain, groups in (("pedestrian", schema.PEDESTRIAN_GROUPS), ("vehicle", schema.VEHICLE_GROUPS),
                            ("router", (schema.ROUTER_GROUP,))):
-        report = run_train(params, domain, "tf_efficientnet_lite0")
+        report = run_train(params, tmp_path, domain, "tf_efficientnet_lite0")
         assert set(report["subtasks"]) == {g.name for g in groups}
         for split in ("val", "test"):
             pred = pd.read_parquet(tmp_path / "predictions" / domain / "tf_efficientnet_lite0" / f"{split}.parquet")

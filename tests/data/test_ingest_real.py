@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.ingest import read_label_file
+from pipeline.formats import read_label_file
 
 
 @pytest.mark.parametrize("name, n_lines", [("val_label_dev.txt", 4939), ("train_vehicle_label.txt", 42704)])
