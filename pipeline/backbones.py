@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # torch is heavy: imported inside functions at run time
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ reduced at the end, which gives cheap anti-aliasing.
 
 from __future__ import annotations
 
-import colorsys
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -65,11 +64,6 @@ def desaturate(color: RGB, amount: float) -> RGB:
     """Blend ``color`` toward its own grey level by ``amount`` in [0, 1]."""
     g = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
     return tuple(clamp(c + (g - c) * amount) for c in color)  # type: ignore[return-value]
-
-
-def hsv(h: float, s: float, v: float) -> RGB:
-    r, g, b = colorsys.hsv_to_rgb(h % 1.0, min(1, max(0, s)), min(1, max(0, v)))
-    return (clamp(r * 255), clamp(g * 255), clamp(b * 255))
 
 
 # --------------------------------------------------------------------------- backgrounds

@@ -22,7 +22,6 @@ from pipeline.schema import Group
 
 log = logging.getLogger(__name__)
 
-DOMAINS = ("pedestrian", "vehicle", "router")
 FULL = "full"
 
 
@@ -33,7 +32,7 @@ def domain_groups(domain: str) -> tuple[Group, ...]:
     try:
         return schema.GROUPS_BY_DOMAIN[domain]
     except KeyError:
-        raise ValueError(f"unknown domain {domain!r}; expected one of {list(DOMAINS)}") from None
+        raise ValueError(f"unknown domain {domain!r}; expected one of {list(schema.TRAINING_DOMAINS)}") from None
 
 
 @dataclass(frozen=True)
