@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import load_params
-from pipeline.ingest import labels_from_files
+from pipeline.formats import labels_from_files
 from pipeline.mapping import CaptionMapping, mine_rules, pairs_from_frame
 
 ROOT = Path(__file__).resolve().parents[1]

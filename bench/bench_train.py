@@ -44,13 +44,13 @@ def prepare(work: Path, profile: str = "default", seed: int = 0) -> Path:
     prepared = work / f"prepared-{profile}"
     if (prepared / "labels.parquet").exists():
         return prepared
-    from pipeline.ingest import ingest
+    from pipeline.ingest import ingest_release
     from pipeline.synth import synthesize
 
     release = work / f"release-{profile}"
     if not (release / "train" / "train_label.txt").exists():
         synthesize(release, profile, seed=seed, workers=2, force=True)
-    ingest(release, prepared)
+    ingest_release(release, prepared)
     return prepared
 
 

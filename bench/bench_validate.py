@@ -33,14 +33,14 @@ TARGET_S = 300.0
 
 def small_release(root: Path, n_images: int) -> tuple[Path, Path]:
     """A synthetic release of about ``n_images`` in the full profile's proportions, ingested."""
-    from pipeline.ingest import ingest
+    from pipeline.ingest import ingest_release
     from pipeline.synth import synthesize
 
     scale = n_images / N_FULL
     sizes = {s: (max(13, round(p * scale)), max(2, round(v * scale))) for s, (p, v) in FULL.items()}
     release, prepared = root / "release", root / "prepared"
     synthesize(release, sizes=sizes, seed=0, workers=2)
-    ingest(release, prepared, workers=2)
+    ingest_release(release, prepared, workers=2)
     return release, prepared
 
 

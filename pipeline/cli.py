@@ -220,7 +220,7 @@ def mine_mapping(
     """Mine caption phrase -> attribute rules from labelled captions (mapping params of params.yaml)."""
     import pandas as pd
 
-    from pipeline.ingest import IngestError, labels_from_files
+    from pipeline.formats import labels_from_files, read_table_file
     from pipeline.mapping import build_mapping, save_mapping
 
     p = load(params)
@@ -229,11 +229,11 @@ def mine_mapping(
         fail(f"labels file not found: {', '.join(missing)}")
     try:
         txt = [f for f in labels if f.suffix != ".parquet"]
-        frames = [pd.read_parquet(f) for f in labels if f.suffix == ".parquet"]
+        frames = [read_table_file(f, "labels") for f in labels if f.suffix == ".parquet"]
         frames += [labels_from_files(txt)] if txt else []
         df = pd.concat(frames, ignore_index=True)
         rules = build_mapping(df, p.mapping, overrides)
-    except (IngestError, FileNotFoundError, ValueError, KeyError) as e:
+    except INPUT_ERRORS as e:
         fail(str(e))
     save_mapping(rules, out, meta={"mined_from": [str(f) for f in labels], "train_captions": len(df)})
     typer.echo(f"{len(rules)} rules from {len(df)} captions -> {out}")
@@ -360,8 +360,11 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
     if grid is not None:
         from pipeline.figures import draw_grid
 
-        images = Path(p.base.prepared_dir) / "images.parquet"
-        paths = dict(pd.read_parquet(images, columns=["name", "path"]).itertuples(index=False)) \
-            if images.exists() else {}
+        from pipeline.formats import read_table
+
+        try:
+            paths = dict(read_table(p.base.prepared_dir, "images", ["name", "path"]).itertuples(index=False))
+        except FileNotFoundError:
+            paths = {}  # no prepared tables here: the grid shows the names without pictures
         draw_grid(caption, list(out["image_names"]), None, paths, grid)
         typer.echo(f"grid: {grid}")

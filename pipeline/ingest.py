@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.formats import (
-    IMAGE_DIRS, IMAGE_SUFFIXES, LABEL_FILES, TEST_TEXT, LabelLine, check_label_lines, label_frame,
-    labels_from_files, parse_label_line, read_label_file, read_lines, table_frame, write_table,
+    IMAGE_DIRS, IMAGE_SUFFIXES, LABEL_FILES, TEST_TEXT, LabelLine, check_label_lines, label_frame, read_lines,
+    table_frame, write_table,
 )
 from pipeline.formats.lines import Reject
 
@@ -34,10 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The label-file readers moved to pipeline.formats; named here too for the callers that import them
-# from ingest (mine-mapping, the mapping tests, bench_mapping).
-__all__ = ["IngestError", "IngestIO", "LabelLine", "check_label_lines", "image_sizes", "ingest",
-           "label_frame", "labels_from_files", "parse_label_line", "read_label_file", "read_lines", "run"]
+__all__ = ["IngestError", "IngestIO", "image_sizes", "ingest_release", "run"]
 
 
 class IngestError(ValueError):
@@ -57,8 +54,11 @@ class IngestIO:
 
 
 def run(params: Params, io: IngestIO) -> dict[str, Any]:
-    """The stage: :func:`ingest` the release with ``params.ingest``; return the report."""
-    return ingest(io.release, io.prepared, io.report, workers=params.ingest.workers)
+    """The stage: :func:`ingest_release` with ``params.ingest``; write and return the report."""
+    report = ingest_release(io.release, io.prepared, workers=params.ingest.workers)
+    io.report.parent.mkdir(parents=True, exist_ok=True)
+    io.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
 
 
 # --------------------------------------------------------------------------- label files
@@ -249,13 +249,9 @@ def _reason_kind(reason: str) -> str:
 
 # --------------------------------------------------------------------------- the whole release
 
-def ingest(release_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None,
-           workers: int = 2) -> dict[str, Any]:
-    """Read the release at ``release_dir`` and write the prepared tables under ``out_dir``.
-
-    Returns the report (also written to ``report_path`` as JSON when given). Raises
-    :class:`IngestError` naming the first missing file or folder.
-    """
+def ingest_release(release_dir: str | Path, out_dir: str | Path, workers: int = 2) -> dict[str, Any]:
+    """Read the release at ``release_dir``, write the prepared tables under ``out_dir`` and return
+    the counts. Raises :class:`IngestError` naming the first missing file or folder."""
     release, out = Path(release_dir), Path(out_dir)
     check_release(release)
     label_files = [scan_label_file(release, split) for split in LABEL_FILES]
@@ -279,7 +275,4 @@ def ingest(release_dir: str | Path, out_dir: str | Path, report_path: str | Path
     if report["lines_quarantined"]:
         log.warning("%d lines quarantined -> %s (%s)", report["lines_quarantined"], out / "quarantine.csv",
                     ", ".join(f"{k}: {v}" for k, v in report["quarantine_reasons"].items()))
-    if report_path is not None:
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(report_path).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report

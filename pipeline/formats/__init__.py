@@ -10,19 +10,19 @@
   or to ``{group: value or None}`` per image.
 """
 
-from pipeline.formats.labels import label_dicts, label_matrix, label_records
+from pipeline.formats.labels import MISSING, label_dicts, label_matrix, label_records
 from pipeline.formats.lines import (
     IMAGE_DIRS, IMAGE_SUFFIXES, LABEL_FILES, SEP, TEST_GT, TEST_TEXT, FormatError, LabelLine,
     check_label_lines, format_gt_line, format_label_line, parse_gt_line, parse_label_line, read_gt,
-    read_label_file, read_lines,
+    read_gt_lines, read_label_file, read_lines,
 )
 from pipeline.formats.tables import (
     TABLES, columns, label_frame, labels_from_files, read_table, read_table_file, table_frame, write_table,
 )
 
 __all__ = [
-    "IMAGE_DIRS", "IMAGE_SUFFIXES", "LABEL_FILES", "SEP", "TABLES", "TEST_GT", "TEST_TEXT", "FormatError",
+    "IMAGE_DIRS", "IMAGE_SUFFIXES", "LABEL_FILES", "MISSING", "SEP", "TABLES", "TEST_GT", "TEST_TEXT", "FormatError",
     "LabelLine", "check_label_lines", "columns", "format_gt_line", "format_label_line", "label_dicts",
     "label_frame", "label_matrix", "label_records", "labels_from_files", "parse_gt_line", "parse_label_line",
-    "read_gt", "read_label_file", "read_lines", "read_table", "read_table_file", "table_frame", "write_table",
+    "read_gt", "read_gt_lines", "read_label_file", "read_lines", "read_table", "read_table_file", "table_frame", "write_table",
 ]

@@ -182,29 +182,34 @@ def format_gt_line(text: str, names: Sequence[str]) -> str:
     return SEP.join([text, *names])
 
 
-def parse_gt_line(text: str) -> tuple[str, set[str]]:
-    """``(caption, relevant image names)`` of a ground-truth line; ``ValueError`` without an image."""
+def parse_gt_line(text: str) -> tuple[str, list[str]]:
+    """``(caption, relevant image names in file order)`` of a ground-truth line; ``ValueError``
+    without an image."""
     parts = text.split(SEP)
     if len(parts) < 2:
         raise ValueError(f"expected text$image$..., got {text[:80]!r}")
-    return parts[0], {p.strip() for p in parts[1:] if p.strip()}
+    return parts[0], list(dict.fromkeys(p.strip() for p in parts[1:] if p.strip()))
 
 
-def read_gt(path: str | Path) -> tuple[list[str], list[set[str]]]:
-    """The organisers' ground truth: the texts in test text order and each one's relevant images.
+def read_gt_lines(path: str | Path) -> list[tuple[str, list[str]]]:
+    """The organisers' ground truth line by line: ``(text, relevant images in file order)``.
 
     Blank lines are skipped; a malformed or undecodable line raises :class:`FormatError`.
     """
-    texts, relevant = [], []
+    out = []
     for number, text, raw in read_lines(path)[0]:
         if text is None:
             raise FormatError(f"{path}:{number}: invalid UTF-8: {raw[:80]!r}")
         if not text.strip():
             continue
         try:
-            caption, names = parse_gt_line(text)
+            out.append(parse_gt_line(text))
         except ValueError as e:
             raise FormatError(f"{path}:{number}: {e}") from None
-        texts.append(caption)
-        relevant.append(names)
-    return texts, relevant
+    return out
+
+
+def read_gt(path: str | Path) -> tuple[list[str], list[set[str]]]:
+    """The texts in test text order and each one's set of relevant images (for scoring)."""
+    lines = read_gt_lines(path)
+    return [t for t, _ in lines], [set(names) for _, names in lines]

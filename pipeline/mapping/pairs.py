@@ -1,7 +1,5 @@
-"""(caption, label) pairs as arrays, decoded from a ``labels.parquet``-shaped frame.
-
-The decoding is the mapping's own until pipeline/formats owns labels.parquet (issue 9, item 4).
-"""
+"""(caption, label) pairs as arrays, decoded from a ``labels.parquet``-shaped frame by the one
+labels decoder (:func:`pipeline.formats.label_matrix`)."""
 
 from __future__ import annotations
 
@@ -26,16 +24,13 @@ class Pairs:
 
 def pairs_from_frame(df) -> Pairs:
     """Pairs from a ``labels.parquet``-shaped frame (see docs/architecture.md)."""
-    n = len(df)
-    labels: dict[str, np.ndarray] = {}
-    for g in schema.PEDESTRIAN_GROUPS:
-        col = df[g.name] if g.name in df else None
-        labels[g.name] = (np.full(n, -1, np.int16) if col is None
-                          else col.astype("Int16").fillna(-1).to_numpy(np.int16))
-    for g in schema.VEHICLE_GROUPS:
-        index = {v: i for i, v in enumerate(g.values)}
-        col = df[g.name] if g.name in df else [None] * n
-        labels[g.name] = np.array([index[v] if isinstance(v, str) else -1 for v in col], np.int16)
+    from pipeline.formats import MISSING, label_matrix
+
+    groups = schema.PEDESTRIAN_GROUPS + schema.VEHICLE_GROUPS
+    present = [g for g in groups if g.name in df]  # a frame may carry one domain's columns only
+    decoded = label_matrix(df, present).astype(np.int16)
+    labels = {g.name: np.full(len(df), MISSING, np.int16) for g in groups}
+    labels.update({g.name: decoded[:, j] for j, g in enumerate(present)})
     return Pairs([str(c) for c in df["caption"]], df["domain"].to_numpy(str), labels)
 
 

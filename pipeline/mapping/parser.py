@@ -139,12 +139,13 @@ def load_mapping(path: str | Path) -> CaptionMapping:
     return CaptionMapping(read_rules(path))
 
 
-# A ``$``-line reader of its own until pipeline/formats owns that format (issue 9, item 4).
 def read_caption_lines(path: str | Path) -> list[str]:
     """The captions of a file, one per line: either plain captions or ``image$attribute$caption``
-    lines (detected: every non-blank line has exactly two '$'). Undecodable bytes are replaced."""
-    lines = Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    lines (detected: every non-blank line is a label line). Undecodable bytes come back escaped."""
+    from pipeline.formats import SEP, read_lines
+
+    lines = [text if text is not None else raw for _, text, raw in read_lines(path)[0]]
     filled = [ln for ln in lines if ln.strip()]
-    if filled and all(ln.count("$") == 2 for ln in filled):
-        return [ln.split("$", 2)[2].strip() if ln.count("$") == 2 else "" for ln in lines]
+    if filled and all(ln.count(SEP) == 2 for ln in filled):
+        return [ln.split(SEP, 2)[2].strip() if ln.count(SEP) == 2 else "" for ln in lines]
     return [ln.strip() for ln in lines]

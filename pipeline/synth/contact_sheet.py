@@ -11,10 +11,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _label_lines(path: Path) -> list[tuple[str, str, str]]:
-    return [tuple(line.split("$", 2)) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
 def pick_samples(release: Path, n_pedestrians: int = 12, n_vehicles: int = 6,
                  seed: int = 0) -> list[tuple[Path, str, str]]:
     """``(image path, caption, what)`` for random train pedestrians and vehicles, then test vehicles.
@@ -23,8 +19,10 @@ def pick_samples(release: Path, n_pedestrians: int = 12, n_vehicles: int = 6,
     so the sheet shows both the web style of train/val and the surveillance style of test.
     """
     rng = np.random.default_rng(seed)
-    train = _label_lines(release / "train" / "train_label.txt")
-    images = release / "train" / "train_images"
+    from pipeline.formats import IMAGE_DIRS, LABEL_FILES, TEST_GT, read_gt_lines, read_label_file
+
+    train = [(r.name, r.attribute, r.caption) for r in read_label_file(release / LABEL_FILES["train"])[0]]
+    images = release / IMAGE_DIRS["train"]
     peds = [row for row in train if "," in row[1]]
     vehicles = [row for row in train if "," not in row[1]]
     out = []
@@ -32,14 +30,14 @@ def pick_samples(release: Path, n_pedestrians: int = 12, n_vehicles: int = 6,
         for k in sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False)):
             name, _, caption = rows[k]
             out.append((images / name, caption, what))
-    gt = release / "test" / "test_gt.txt"
+    gt = release / TEST_GT
     if gt.exists():
-        lines = [line.split("$") for line in gt.read_text(encoding="utf-8").splitlines()]
-        test_vehicles = [row for row in lines if row[1:] and row[1].startswith("vehicle_")]
+        test_vehicles = [(text, names[0]) for text, names in read_gt_lines(gt)
+                         if names and names[0].startswith("vehicle_")]
         n = min(n_vehicles, len(test_vehicles))
         for k in sorted(rng.choice(len(test_vehicles), size=n, replace=False)):
-            caption, name = test_vehicles[k][0], test_vehicles[k][1]
-            out.append((release / "test" / "test_images" / name, caption, "test vehicle"))
+            caption, name = test_vehicles[k]
+            out.append((release / IMAGE_DIRS["test"] / name, caption, "test vehicle"))
     return out
 
 

@@ -15,8 +15,11 @@ from pathlib import Path
 from pipeline.schema import bits_to_groups, groups_to_values, parse_bits, parse_vehicle_phrase
 
 
-def _rows(path: Path) -> list[list[str]]:
-    return [line.split("$") for line in path.read_text(encoding="utf-8").splitlines() if line]
+def _rows(path: Path) -> list[tuple[str, str, str]]:
+    """``(image, attribute, caption)`` of a label file's well-formed lines (pipeline/formats)."""
+    from pipeline.formats import read_label_file
+
+    return [(r.name, r.attribute, r.caption) for r in read_label_file(path)[0]]
 
 
 def _share(values: list[str], keys) -> dict[str, float]:

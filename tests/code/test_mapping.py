@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import caption_template, schema
 from pipeline.config import MappingParams, load_params
-from pipeline.ingest import label_frame, parse_label_line
+from pipeline.formats import label_frame, parse_label_line
 from pipeline.mapping import (CaptionMapping, ParsedCaption, Rule, apply_overrides, build_mapping, evaluate,
                               load_mapping, mine_rules, pairs_from_frame, read_caption_lines, read_rules,
                               save_mapping, stated)

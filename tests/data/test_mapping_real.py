@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import schema
 from pipeline.config import MappingParams, Params, load_params
-from pipeline.ingest import labels_from_files
+from pipeline.formats import labels_from_files
 from pipeline.mapping import CaptionMapping, evaluate, mine_rules, misses, pairs_from_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,11 +100,11 @@ def test_synthetic_mapping_parses_the_real_text(synthetic_train, real, config):
 @pytest.mark.slow
 def test_stages_on_the_smoke_release(smoke_release, params, tmp_path):
     """ingest then mapping, as `dvc repro` runs them, on the rendered smoke release."""
-    from pipeline.ingest import ingest
+    from pipeline.ingest import ingest_release
     from pipeline.mapping import load_mapping
     from pipeline.mapping.stage import MappingIO, run
 
-    report = ingest(smoke_release, tmp_path / "prepared", tmp_path / "reports" / "ingest.json", workers=1)
+    report = ingest_release(smoke_release, tmp_path / "prepared", workers=1)
     assert report["lines_quarantined"] == 0 and report["lines_read"] == report["lines_kept"]
     io = MappingIO(labels=tmp_path / "prepared" / "labels.parquet", overrides=ROOT / "mapping_overrides.yaml",
                    mapping=tmp_path / "mapping.yaml", report=tmp_path / "reports" / "mapping.json",

@@ -111,10 +111,10 @@ def complete_mapping(folder: Path) -> tuple[Path, Path]:
 
 
 def ingest_and_validate(release: Path, work: Path):
-    from pipeline.ingest import ingest
+    from pipeline.ingest import ingest_release
     from pipeline.validate import validate
 
-    report = ingest(release, work / "prepared", work / "ingest.json", workers=1)
+    report = ingest_release(release, work / "prepared", workers=1)
     mapping, mapping_report = complete_mapping(work / "mapping")
     vp = validate_params(min_class_examples=0, max_quarantine_fraction=0.02, workers=2)
     result = validate(work / "prepared", release, work / "validation", vp, mapping=mapping,
@@ -210,12 +210,12 @@ def test_cli_exit_codes_and_mlflow_run(corrupted, smoke_release, tmp_path):
     clean release, and logs a run tagged with the status either way."""
     import mlflow
 
-    from pipeline.ingest import ingest
+    from pipeline.ingest import ingest_release
 
     _, _, _, bad_release, bad_work = corrupted
     good_release = tmp_path / "good"
     shutil.copytree(smoke_release, good_release)
-    ingest(good_release, tmp_path / "good_prepared", workers=1)
+    ingest_release(good_release, tmp_path / "good_prepared", workers=1)
     complete_mapping(tmp_path / "mapping")
     from pipeline.config import merge, read_yaml
 

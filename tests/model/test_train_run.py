@@ -165,13 +165,12 @@ def test_smoke_release_with_a_real_backbone(smoke_release, tmp_path, monkeypatch
     """The `smoke` synthetic release, ingested, trained for one epoch on tf_efficientnet_lite0."""
     from mlflow import MlflowClient
 
-    from pipeline.ingest import IngestIO
-    from pipeline.ingest import run as ingest
+    from pipeline.ingest import ingest_release
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("TRACK2_ROOT", str(tmp_path))
     monkeypatch.delenv(STOP_ENV, raising=False)
-    ingest(tiny_params(tmp_path), IngestIO(smoke_release, tmp_path / "prepared", tmp_path / "ingest.json"))
+    ingest_release(smoke_release, tmp_path / "prepared", workers=1)
     params = tiny_params(tmp_path, input_size={"pedestrian": [32, 16], "vehicle": [32, 32], "router": [32, 32]},
                          trainable={"pedestrian": 1, "vehicle": 1, "router": "linear"},
                          epochs={"pedestrian": 1, "vehicle": 1, "router": 1}, batch_size=32,
