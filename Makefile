@@ -25,7 +25,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning made training steps 10x slower.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test venv lock bench ui serve clean help
+.PHONY: run test venv lock bench ui serve clean help services services-stop
 
 help:
 	@echo "make run   - run the whole pipeline (dvc repro) on the embedded synthetic data set"
@@ -33,6 +33,8 @@ help:
 	@echo "make bench - run the benchmarks (writes bench/results/*.json)"
 	@echo "make ui    - the MLflow UI on http://127.0.0.1:5000 (runs, metrics, the model registry)"
 	@echo "make serve - serve models:/track2-ensemble@production on http://127.0.0.1:5001"
+	@echo "make services - team services on loopback: PostgreSQL, S3 store, MLflow with auth (docs/team.md)"
+	@echo "make services-stop - stop what make services started"
 
 $(VENV_DIR)/.complete: $(LOCK)
 	@mkdir -p $(VENV_STORE)
@@ -66,6 +68,14 @@ ui: venv
 
 serve: venv
 	mlflow models serve -m models:/track2-ensemble@production --env-manager local --host 127.0.0.1 --port 5001
+
+# Team services (docs/team.md): PostgreSQL + an S3-compatible store + `mlflow server` with basic auth,
+# on loopback, data under .services/; prints the environment (also in .services/env.sh) to source.
+services: venv
+	@python scripts/services.py start
+
+services-stop:
+	@$(PYTHON) scripts/services.py stop
 
 # Refresh requirements.lock from requirements.in (needs the network to PyPI).
 lock:

@@ -18,3 +18,8 @@ CacheMode = Literal["memory", "disk", "off"]
 Crop = Literal["full", "top", "middle", "bottom"]
 #: Where training runs.
 Device = Literal["auto", "cpu", "cuda"]
+#: A dual-encoder tower's projection onto the joint space (pipeline/baseline; open_clip's
+#: ``timm_proj`` / ``hf_proj_type``).
+Projection = Literal["linear", "mlp"]
+#: How the served ensemble answers a caption the mapping understands only in part (docs/retrieval.md).
+Combine = Literal["fallback", "fusion"]

@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Decoupled text-to-image retrieval for Track-2 (DVC + MLflow pipeline).")
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="The params file to read.")
+MetricsOption = typer.Option(None, "--metrics", help="[out] The stage's headline numbers for DVC (JSON).")
 TrackOption = typer.Option(True, "--track/--no-track", help="Record the stage as an MLflow run.")
 
 
@@ -61,15 +62,38 @@ def load(params_path: Path) -> Any:
 INPUT_ERRORS = (FileNotFoundError, ValueError, KeyError)
 
 
+def out_paths() -> list[Path]:
+    """The running command's output paths: its ``[out]`` options and train's scratch folder."""
+    try:  # typer >= 0.22 carries its own click
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return []
+    return [ctx.params[o.name] for o in ctx.command.params if ctx.params.get(o.name) is not None
+            and ((getattr(o, "help", None) or "").startswith("[out]") or o.name == "checkpoints")]
+
+
 def stage(name: str, run: Callable, params_path: Path, io: Any, track: bool, **kwargs: Any) -> dict:
-    """Run a stage through :func:`pipeline.stage.execute`; bad input exits 2 with its message."""
-    from pipeline.stage import execute
+    """Run a stage through :func:`pipeline.stage.execute`; bad input exits 2 with its message
+    (outputs that cannot be written and an unreachable tracking server too, before any work)."""
+    from pipeline.stage import check_outputs, execute
+    from pipeline.tracking import TrackingError, check_reachable, tracking_uri
 
     params = load(params_path)
     try:
+        check_outputs(out_paths())
+        if track:
+            check_reachable(tracking_uri())  # before MLflow's import: a dead server is told in seconds
         return execute(name, run, params, io, track=track, **kwargs)
     except INPUT_ERRORS as e:
         fail(str(e) if not isinstance(e, KeyError) else f"missing key {e}")
+    except TrackingError as e:
+        fail(str(e))
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as e:
+        fail(f"{e.strerror}: {e.filename}" if e.filename else str(e))
 
 
 # ------------------------------------------------------------------ stages (dvc.yaml runs these)
@@ -88,12 +112,12 @@ def synthesize(release: Path = path_out("The release folder (official layout), r
 @app.command()
 def ingest(release: Path = path_in("The release folder (official Track-2 layout)."),
            prepared: Path = path_out("Folder of the typed tables and quarantine.csv."),
-           report: Path = path_out("The counts JSON."),
+           report: Path = path_out("The counts JSON."), metrics: Optional[Path] = MetricsOption,
            params: Path = ParamsOption, track: bool = TrackOption) -> None:
     """Stage ingest: the release -> typed tables, malformed lines quarantined with reasons."""
     from pipeline.ingest import IngestIO, run
 
-    stage("ingest", run, params, IngestIO(release, prepared, report), track)
+    stage("ingest", run, params, IngestIO(release, prepared, report, metrics), track)
 
 
 @app.command("mapping")
@@ -101,23 +125,28 @@ def mapping_stage(labels: Path = path_in("The prepared labels.parquet."),
                   overrides: Optional[Path] = typer.Option(None, help="[in] Curated add/drop rules."),
                   mapping: Path = path_out("The mapping YAML."),
                   report: Path = path_out("Quality on val, JSON."),
-                  plot: Path = path_out("The quality as a bar chart, PNG."),
+                  plot: Path = path_out("The quality as a bar chart, PNG."), metrics: Optional[Path] = MetricsOption,
                   params: Path = ParamsOption, track: bool = TrackOption) -> None:
     """Stage mapping: mine rules from the train split, merge the overrides, report quality on val."""
     from pipeline.mapping.stage import MappingIO, run
 
-    stage("mapping", run, params, MappingIO(labels, overrides, mapping, report, plot), track)
+    stage("mapping", run, params, MappingIO(labels, overrides, mapping, report, plot, metrics), track)
 
 
 @app.command()
 def validate(prepared: Path = path_in("Ingest's tables."), release: Path = path_in("The release folder."),
              mapping: Path = path_in("The mapping YAML."), mapping_report: Path = path_in("The mapping's quality JSON."),
-             out: Path = path_out("The report folder (summary.json gates training)."),
+             out: Path = path_out("The report folder (its gate.json gates training)."),
+             metrics: Optional[Path] = MetricsOption,
              params: Path = ParamsOption, track: bool = TrackOption) -> None:
     """Stage validate: Great Expectations suites; exits 1 on a critical failure so `dvc repro` stops."""
     from pipeline.validate import ValidateIO, run
 
-    s = stage("validate", run, params, ValidateIO(prepared, release, mapping, mapping_report, out), track)
+    s = stage("validate", run, params, ValidateIO(prepared, release, mapping, mapping_report, out, metrics), track)
+    from pipeline.validate.report import quarantine_line
+
+    if quarantine_line(s):
+        typer.echo(quarantine_line(s), err=s["quarantine"]["lines"] > 0)
     if s["status"] != "passed":
         fail(f"validation failed: {s['failed_critical']} critical expectations ({s['failed_warning']} warnings); "
              f"see {out / 'summary.md'}", code=1)
@@ -128,11 +157,12 @@ def validate(prepared: Path = path_in("Ingest's tables."), release: Path = path_
 def train(domain: str = typer.Option(..., help="pedestrian, vehicle or router."),
           backbone: str = typer.Option(..., help="A registered backbone (see pipeline/backbones.py)."),
           prepared: Path = path_in("Ingest's tables."),
-          gate: Path = path_in("Validate's summary.json: no training on data that failed validation."),
+          gate: Path = path_in("Validate's gate.json: no training on data that failed validation."),
           models: Path = path_out("Folder of the subtask models."),
           predictions: Path = path_out("Folder of {val,test}.parquet."),
           report: Path = path_out("The training report JSON."),
           checkpoints: Path = typer.Option(..., help="Scratch folder of checkpoints (resume after a crash)."),
+          metrics: Optional[Path] = MetricsOption,
           params: Path = ParamsOption, track: bool = TrackOption) -> None:
     """Stage train: every subtask of DOMAIN on BACKBONE (shared frozen-prefix cache)."""
     import os
@@ -149,7 +179,7 @@ def train(domain: str = typer.Option(..., help="pedestrian, vehicle or router.")
     from pipeline.train.loop import Interrupted
     from pipeline.train.stage import TrainIO, run
 
-    io = TrainIO(domain, backbone, prepared, gate, models, predictions, report, checkpoints)
+    io = TrainIO(domain, backbone, prepared, gate, models, predictions, report, checkpoints, metrics)
     try:
         r = stage(f"train-{domain}-{backbone}", run, params, io, track, section="train",
                   data=(prepared,), tags={"domain": domain, "backbone": backbone})
@@ -163,26 +193,49 @@ def retrieve(prepared: Path = path_in("Ingest's tables."), release: Path = path_
              predictions: Path = path_in("Folder of <domain>/<backbone>/{val,test}.parquet."),
              mapping: Path = path_in("The mapping YAML."),
              out: Path = path_out("Folder of submission.json, metrics.json, ranker.json, the gallery, plots, grids."),
+             metrics: Optional[Path] = MetricsOption,
              params: Path = ParamsOption, track: bool = TrackOption) -> None:
     """Stage retrieve: ensemble, route and rank; the submission, metrics, plots and grids."""
     from pipeline.retrieve import RetrieveIO, run
 
-    stage("retrieve", run, params, RetrieveIO(prepared, release, predictions, mapping, out), track,
+    stage("retrieve", run, params, RetrieveIO(prepared, release, predictions, mapping, out, metrics), track,
           data=(prepared,))
 
 
 @app.command()
 def register(retrieval: Path = path_in("The retrieve stage's folder."), mapping: Path = path_in("The mapping YAML."),
-             validation: Path = path_in("Validate's summary.json."), queries: Path = path_in("The prepared queries.parquet."),
+             validation: Path = path_in("Validate's gate.json (a version that failed it is never promoted)."), queries: Path = path_in("The prepared queries.parquet."),
              report: Path = path_out("The register report JSON."),
+             baseline: Optional[Path] = typer.Option(None, help="[in] The baseline stage's folder: its dual "
+                                                     "encoder answers captions the mapping cannot read."),
              params: Path = ParamsOption, track: bool = TrackOption) -> None:
     """Stage register: the ensemble as an MLflow pyfunc, alias challenger (and promote)."""
     from pipeline.registry import RegisterIO, run
 
-    r = stage("register", run, params, RegisterIO(retrieval, mapping, validation, queries, report), track,
+    r = stage("register", run, params, RegisterIO(retrieval, mapping, validation, queries, report, baseline), track,
               data=(queries.parent,))
     typer.echo(f"registered version {r['version']}" if r["registered"] else
                f"built and checked the model (not registered: --no-track) -> {report}")
+
+
+@app.command()
+def baseline(prepared: Path = path_in("Ingest's tables."),
+             release: Path = path_in("The release (test/test_gt.txt scores test)."),
+             mapping: Path = path_in("The mapping YAML (what a caption states)."),
+             gate: Path = path_in("Validate's gate.json: no training on data that failed validation."),
+             out: Path = path_out("Folder of model/, the galleries, submission.json, metrics.json, plots, grids."),
+             metrics: Optional[Path] = MetricsOption,
+             params: Path = ParamsOption, track: bool = TrackOption) -> None:
+    """Stage baseline: the CLIP-style dual encoder (open_clip), trained, scored and registered."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train: idle OpenMP threads sleep
+    from pipeline.baseline.stage import BaselineIO, run
+
+    r = stage("baseline", run, params, BaselineIO(prepared, release, mapping, gate, out, metrics), track,
+              data=(prepared,))
+    figures = ", ".join(f"{s} official mAP@10 {r[s]['all']['official_map10']:.3f}" for s in ("val", "test") if s in r)
+    typer.echo(f"baseline: {figures} in {r['training']['time_s']:.0f}s")
 
 
 # ------------------------------------------------------------------ tools
@@ -314,21 +367,31 @@ def promote(metric: Optional[str] = typer.Option(None, "--metric",
             margin: Optional[float] = typer.Option(None, "--margin",
                                                    help="Required lead (default: register.margin)."),
             dry_run: bool = typer.Option(False, "--dry-run", help="Decide and log, change nothing."),
+            show_history: bool = typer.Option(False, "--history", help="Print every recorded decision and stop."),
             params: Path = ParamsOption) -> None:
     """Move alias production to the best validated version if it beats the holder by the margin."""
-    from mlflow import MlflowClient
-
     from pipeline import tracking
-    from pipeline.registry import RegistryError
-    from pipeline.registry import promote as run_promote
 
     p = load(params)
+    try:  # before MLflow's import: a server that is down is told in seconds
+        tracking.check_reachable(tracking.tracking_uri())
+    except tracking.TrackingError as e:
+        fail(str(e))
+    from mlflow import MlflowClient
+
+    from pipeline.registry import RegistryError, format_history, history
+    from pipeline.registry import promote as run_promote
+
     r = p.register
-    tracking.setup(p.base.experiment)
     try:
-        d = run_promote(MlflowClient(), r.model_name, metric or r.metric,
-                        r.margin if margin is None else margin, dry_run=dry_run)
-    except RegistryError as e:
+        tracking.setup(p.base.experiment)
+        with tracking.guard("promote"):
+            if show_history:
+                typer.echo(format_history(history(MlflowClient(), r.model_name)) or "no decisions recorded")
+                return
+            d = run_promote(MlflowClient(), r.model_name, metric or r.metric,
+                            r.margin if margin is None else margin, dry_run=dry_run)
+    except (RegistryError, tracking.TrackingError) as e:
         fail(str(e))
     typer.echo(f"{d.action}: {d.reason}")
 
@@ -338,23 +401,39 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
            top: int = typer.Option(10, "--top", help="How many images."),
            grid: Optional[Path] = typer.Option(None, "--grid", help="Also draw the results to this PNG."),
            alias: str = typer.Option("production", "--alias", help="Registry alias to load."),
+           model_name: Optional[str] = typer.Option(None, "--model", help="Registered model (default: "
+                                                    "register.model_name; the baseline: baseline.model_name)."),
            params: Path = ParamsOption) -> None:
     """Rank the gallery for a caption with models:/<register.model_name>@production."""
+    from pipeline import serving, tracking
+    from pipeline.stage import OutputError, check_outputs
+
+    try:  # bad input is refused before anything is loaded
+        serving.check_caption(caption)
+        serving.check_top_k(top, "--top")
+        check_outputs([grid])
+    except (serving.InputError, OutputError) as e:
+        fail(str(e))
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from pipeline import tracking
-
     p = load(params)
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    uri = f"models:/{p.register.model_name}@{alias}"
+    uri = f"models:/{model_name or p.register.model_name}@{alias}"
     try:
+        tracking.connect()
         model = mlflow.pyfunc.load_model(uri)
+    except tracking.TrackingError as e:
+        fail(str(e))
     except MlflowException as e:
-        fail(f"cannot load {uri}: {e.message} (run `make run` or `python -m pipeline promote`)")
+        fail(f"cannot load {uri}: {tracking.one_line(e)} "
+             "(run `make run` or `python -m pipeline promote`)")
     out = model.predict(pd.DataFrame({"caption": [caption]}), params={"top_k": top}).iloc[0]
     typer.echo(f"{out['domain']}: {caption}")
+    if "path" in out:  # which reader answered (pipeline/baseline/combine.py)
+        from pipeline.baseline.combine import message
+
+        typer.echo(f"[{out['path']}] {message(out['path'])}")
     for i, (name, dist) in enumerate(zip(out["image_names"], out["distances"]), start=1):
         typer.echo(f"{i:3d}. {name}  {dist:.4f}")
     if grid is not None:

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline import schema
-from pipeline.choices import CacheMode, Crop, Device, Distance, Profile, Relevance
+from pipeline.choices import CacheMode, Combine, Crop, Device, Distance, Profile, Projection, Relevance
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -56,6 +56,7 @@ class BaseParams(Section):
     retrieval_dir: str
     checkpoint_dir: str
     reports_dir: str
+    baseline_dir: str
 
 
 class SynthesizeParams(Section):
@@ -171,6 +172,46 @@ class RegisterParams(Section):
     mapping_loader: Annotated[str, Field(pattern=r"^[\w.]+:\w+$")]  # module:function
 
 
+class BaselineParams(Section):
+    """The CLIP-style dual encoder (stage ``baseline``, pipeline/baseline/) and its served fallback."""
+
+    backbone: str
+    pretrained: bool
+    input_size: Annotated[list[PosInt], Field(min_length=2, max_length=2)]
+    keep_aspect: bool
+    image_trainable: Trainable
+    image_proj: Projection
+    text_unlocked_layers: NonNegInt
+    text_proj: Projection
+    context_length: Annotated[int, Field(ge=8, le=512)]
+    embed_dim: PosInt
+    epochs: PosInt
+    batch_size: Annotated[int, Field(ge=2)]
+    lr: Annotated[float, Field(gt=0.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    warmup_frac: Fraction
+    init_temperature: Annotated[float, Field(gt=0.0, le=1.0)]
+    train_flip: bool
+    tta_flip: bool
+    cache_batch_size: PosInt
+    text_batch_size: PosInt
+    eval_every_epoch: bool
+    device: Device
+    threads: NonNegInt
+    workers: PosInt
+    relevance: Relevance
+    top_k: PosInt
+    grid_samples: NonNegInt
+    combine: Combine
+    fusion_weight: Fraction
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)]
+    register_model: bool
+    model_name: Annotated[str, Field(min_length=1)]
+    metric: Annotated[str, Field(min_length=1)]
+    margin: Annotated[float, Field(ge=0.0)]
+    promote: bool
+
+
 @dataclass(frozen=True)
 class Params:
     """Every section, checked. A plain dataclass: section names such as ``validate`` would shadow
@@ -184,6 +225,7 @@ class Params:
     train: TrainParams
     retrieve: RetrieveParams
     register: RegisterParams
+    baseline: BaselineParams
 
     def section(self, name: str) -> dict[str, Any]:
         """A section as plain data (what a stage's MLflow run logs as params)."""

@@ -26,6 +26,7 @@ from pipeline.formats import (
     table_frame, write_table,
 )
 from pipeline.formats.lines import Reject
+from pipeline.stage import write_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +49,7 @@ class IngestIO:
     release: Path   # in: the release folder (official layout)
     prepared: Path  # out: images/labels/queries.parquet + quarantine.csv
     report: Path    # out: the counts JSON (reports/ingest.json)
+    metrics: Path | None = None  # out: the headline counts for DVC
 
     def artifacts(self) -> list[Path]:
         return [Path(self.prepared) / "quarantine.csv"]
@@ -58,6 +60,8 @@ def run(params: Params, io: IngestIO) -> dict[str, Any]:
     report = ingest_release(io.release, io.prepared, workers=params.ingest.workers)
     io.report.parent.mkdir(parents=True, exist_ok=True)
     io.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_metrics(io.metrics, {k: report[k] for k in ("lines_read", "lines_kept", "lines_quarantined",
+                                                       "images_total")})
     return report
 
 

@@ -9,6 +9,17 @@
 beats the current holder by ``margin`` on the same metric (higher is better). Versions whose
 validation did not pass are never promoted. Every decision is written into version tags
 (``promotion.*``: decision, reason, metric, both figures), except in a dry run.
+
+Crash consistency (docs/reliability.md). A version is created with ``registration=incomplete``
+(in the same call as its other tags) and tagged ``registration=complete`` only as the last step,
+after alias ``challenger``; only complete versions are promoted. A promotion writes the candidate's
+record (``promotion.state=pending``) before it moves ``production`` and ``applied`` after. The next
+``register`` or ``promote`` repairs what a killed one left (:func:`repair`): an incomplete version
+that holds ``challenger`` is completed (only the final tag was missing), any other is marked
+``abandoned``; a pending promotion becomes ``applied`` or ``interrupted`` by where the alias is.
+Every decision (promote, no-op, refusal, repair) is also appended to the registered model's
+history: one tag ``promotion.history.<UTC time>.<pid>`` per decision, a JSON line
+(:func:`history`, ``python -m pipeline promote --history``); no decision overwrites another's.
 """
 
 from __future__ import annotations
@@ -17,9 +28,11 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import signal
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +41,56 @@ from pipeline.config import Params
 log = logging.getLogger(__name__)
 
 CHALLENGER, PRODUCTION = "challenger", "production"
+#: Version tag: ``incomplete`` from creation until the last step of register, then ``complete``
+#: (``abandoned`` when a killed register left it). A version without it predates the tag.
+REGISTRATION = "registration"
+#: Version tag of a promotion record: ``pending`` before the alias moves, ``applied`` after.
+PROMOTION_STATE = "promotion.state"
+HISTORY_PREFIX = "promotion.history."
+#: A leftover whose owner cannot be checked (another host) is taken as dead after this long.
+STALE_AFTER_S = 3600.0
+#: Tests set it to a fault point's name to kill the process there with SIGKILL (a real crash).
+FAULT_ENV = "TRACK2_FAULT_AT"
+
+
+#: What MLflow's stores raise when two writers upsert the same tag or alias at once (read, then
+#: insert): the second writer's retry finds the row and updates it.
+_RACES = ("UNIQUE constraint failed", "database is locked", "IntegrityError", "Duplicate entry",
+          "duplicate key value")
+
+
+class _RaceSafe:
+    """A client whose ``set_*`` / ``delete_*`` calls are retried (5 tries) after a write race."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not (callable(attr) and name.startswith(("set_", "delete_"))):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(5):
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as e:
+                    if attempt == 4 or not any(r in str(e) for r in _RACES):
+                        raise
+                    log.debug("%s raced another writer (%s); retrying", name, str(e).splitlines()[0][:120])
+                    time.sleep(0.05 * (attempt + 1))
+
+        return call
+
+
+def race_safe(client: Any) -> Any:
+    return client if isinstance(client, _RaceSafe) else _RaceSafe(client)
+
+
+def _fault(point: str) -> None:
+    if os.environ.get(FAULT_ENV) == point:
+        log.warning("fault injection: SIGKILL at %s", point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RegistryError(ValueError):
@@ -73,6 +136,7 @@ class RegisterIO:
     validation: Path  # in: validate's summary.json (a version that failed it is never promoted)
     queries: Path     # in: the prepared queries.parquet (two test captions as the input example)
     report: Path      # out: the version registered, its aliases and the promotion decision
+    baseline: Path | None = None  # in: the baseline stage's folder: its dual encoder reads what the mapping cannot
 
 
 def run(params: Params, io: RegisterIO) -> dict[str, Any]:
@@ -94,45 +158,63 @@ def run(params: Params, io: RegisterIO) -> dict[str, Any]:
     status = validation_status(io.validation)
     captions = _example_captions(io.queries)
     with tempfile.TemporaryDirectory() as tmp:  # log_model copies the artifacts into the model
+        fallback = None
+        if io.baseline is not None:  # the everyday-caption fallback (pipeline/baseline/combine.py)
+            from pipeline.baseline.combine import fallback_artifacts
+
+            fallback = fallback_artifacts(io.baseline)
         artifacts = serving.write_artifacts(Path(tmp), io.retrieval / "gallery_test.npz", io.mapping,
-                                            ranker["distance"], ranker["top_k"], r.mapping_loader)
+                                            ranker["distance"], ranker["top_k"], r.mapping_loader, fallback)
         if tracking.active_run() is None:
             answer = serving.answer(artifacts, captions)
             report = {"model": r.model_name, "registered": False, "validation": status,
                       "example": {c: names[:3] for c, names in zip(captions, answer["image_names"])}}
         else:
             report = _register(params, metrics, ranker, status, artifacts, captions, io.queries)
-    io.report.parent.mkdir(parents=True, exist_ok=True)
-    io.report.write_text(json.dumps(report, indent=2))
+    from pipeline.stage import write_atomic
+
+    write_atomic(io.report, json.dumps(report, indent=2))
     return report
 
 
 def _register(params: Params, metrics: dict, ranker: dict, status: str, artifacts: dict[str, str],
               captions: list[str], queries: Path) -> dict[str, Any]:
-    """Log, register and alias the model in the active run; promote when asked; the report."""
+    """Log, register and alias the model in the active run; promote when asked; the report.
+
+    Order matters for a crash at any point: the model is logged before the version exists; the
+    version is created ``incomplete`` with every other tag; ``challenger`` moves; ``complete`` is
+    the last tag. Leftovers of a killed run are repaired first."""
     import mlflow
     from mlflow import MlflowClient
 
     from pipeline import serving, tracking
 
     r = params.register
+    client = race_safe(MlflowClient())
+    repaired = repair(client, r.model_name)
+    run_id = tracking.active_run().info.run_id
     tags = {**metric_tags(metrics), "validation": status, "distance": ranker["distance"],
-            "members": json.dumps(ranker["members"]), **tracking.standard_tags((queries.parent,))}
+            "members": json.dumps(ranker["members"]), **tracking.standard_tags((queries.parent,)),
+            REGISTRATION: "incomplete", "registration.run_id": run_id}
     mlflow.log_metrics({k: float(v) for k, v in metric_tags(metrics).items()})
     info = serving.log_ensemble("ensemble", artifacts, captions, code_paths=[str(Path(__file__).resolve().parent)])
-    client = MlflowClient()
+    _fault("register:after-log-model")
     _ensure_model(client, r.model_name)
     version = mlflow.register_model(info.model_uri, r.model_name, tags=tags)
-    client.set_registered_model_alias(r.model_name, CHALLENGER, version.version)
-    log.info("registered %s version %s as %s (validation %s, %s=%s)", r.model_name, version.version,
+    v = str(version.version)
+    _fault("register:after-create")
+    client.set_registered_model_alias(r.model_name, CHALLENGER, v)
+    _fault("register:after-alias")
+    client.set_model_version_tag(r.model_name, v, REGISTRATION, "complete")  # the last step
+    log.info("registered %s version %s as %s (validation %s, %s=%s)", r.model_name, v,
              CHALLENGER, status, r.metric, tags.get(r.metric))
     if status != "passed":
-        log.warning("version %s: validation %s - it can never be promoted", version.version, status)
+        log.warning("version %s: validation %s - it can never be promoted", v, status)
     decision = promote(client, r.model_name, r.metric, r.margin) if r.promote else None
-    return {"model": r.model_name, "registered": True, "version": str(version.version), "validation": status,
-            "metric": r.metric, "value": tags.get(r.metric),
+    return {"model": r.model_name, "registered": True, "version": v, "validation": status,
+            "metric": r.metric, "value": tags.get(r.metric), "repaired": repaired,
             "promotion": dataclasses.asdict(decision) if decision else None,
-            "aliases": {k: str(v) for k, v in client.get_registered_model(r.model_name).aliases.items()}}
+            "aliases": {k: str(x) for k, x in client.get_registered_model(r.model_name).aliases.items()}}
 
 
 def _ensure_model(client: Any, name: str) -> None:
@@ -172,41 +254,212 @@ class Decision:
     candidate_value: float | None = None
     incumbent: str | None = None
     incumbent_value: float | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # version -> why it cannot be promoted
+    history_key: str | None = None  # the registered model's tag that keeps this decision
 
 
 def _value(version: Any, metric: str) -> float | None:
     try:
         v = float(version.tags[metric])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         return None
     return v if math.isfinite(v) else None
 
 
-def promote(client: Any, name: str, metric: str = "val_official_map10", margin: float = 0.0,
-            dry_run: bool = False) -> Decision:
-    """Move ``production`` to the best validated version if it beats the holder by ``margin``."""
+def refusal(version: Any, metric: str) -> str | None:
+    """Why ``version`` can never be promoted on ``metric``, or None when it can."""
+    status = getattr(version, "status", None)
+    if status not in (None, "READY"):
+        return f"status {status}"
+    registration = version.tags.get(REGISTRATION)
+    if registration not in (None, "complete"):
+        return f"registration {registration} (its register run did not finish)"
+    validation = version.tags.get("validation", "missing")
+    if validation != "passed":
+        return f"validation {validation}"
+    if _value(version, metric) is None:
+        return f"no {metric!r} figure"
+    return None
+
+
+def _alias(client: Any, name: str, alias: str) -> Any:
     from mlflow.exceptions import MlflowException
 
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def _by() -> str:
+    """``host pid started``: who wrote a record (:func:`pipeline.tracking.owner_tags`)."""
+    from pipeline import tracking
+
+    t = tracking.owner_tags()
+    return f"{t[tracking.HOST_TAG]} {t[tracking.PID_TAG]} {t[tracking.STARTED_TAG]}".strip()
+
+
+def _by_alive(by: str) -> bool | None:
+    from pipeline import tracking
+
+    parts = by.split()
+    if len(parts) < 2:
+        return None
+    return tracking.owner_alive({tracking.HOST_TAG: parts[0], tracking.PID_TAG: parts[1],
+                                 tracking.STARTED_TAG: parts[2] if len(parts) > 2 else ""})
+
+
+def _age_s(version: Any) -> float:
+    ms = getattr(version, "last_updated_timestamp", None) or getattr(version, "creation_timestamp", None) or 0
+    return time.time() - ms / 1000.0
+
+
+def append_history(client: Any, name: str, entry: dict[str, Any]) -> str:
+    """Add one decision to the registered model's history (a tag of its own); return the key."""
+    t = time.time()
+    key = (f"{HISTORY_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime(t))}.{int(t % 1 * 1e6):06d}Z"
+           f".{os.getpid()}")
+    entry = {"time": _now(), **entry, "by": _by()}
+    client.set_registered_model_tag(name, key, json.dumps(entry, sort_keys=False))
+    return key
+
+
+def history(client: Any, name: str) -> list[dict[str, Any]]:
+    """Every recorded decision about ``name``, oldest first (each with its tag ``key``)."""
+    tags = client.get_registered_model(name).tags
+    out = []
+    for key in sorted(k for k in tags if k.startswith(HISTORY_PREFIX)):
+        try:
+            out.append({"key": key, **json.loads(tags[key])})
+        except (ValueError, TypeError):
+            out.append({"key": key, "unreadable": tags[key]})
+    return out
+
+
+def format_history(entries: list[dict[str, Any]]) -> str:
+    """The history as readable lines: time, decision, candidate, production after, reason."""
+    lines = []
+    for e in entries:
+        if "unreadable" in e:
+            lines.append(f"{e['key']}: {e['unreadable']}")
+            continue
+        refused = f"; refused {e['refused']}" if e.get("refused") else ""
+        lines.append(f"{e.get('time', '?')}  {e.get('decision', '?'):<9} candidate {e.get('candidate') or '-'}"
+                     f"  production {e.get('production') or '-'}  {e.get('reason', '')}{refused}")
+    return "\n".join(lines)
+
+
+def repair(client: Any, name: str) -> list[str]:
+    """Repair what killed ``register`` / ``promote`` runs left in ``name``; return what was done.
+
+    - ``registration=incomplete`` whose run is over (or whose process is gone): completed when it
+      holds ``challenger`` (only the final tag was missing), otherwise marked ``abandoned``.
+      The run, when still RUNNING with a dead owner, is ended KILLED.
+    - ``promotion.state=pending`` whose writer is gone: ``applied`` if it holds ``production``,
+      ``interrupted`` otherwise; either way a history entry says so.
+    Work still in progress in a live process (or, on another host, younger than an hour) is left.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from pipeline import tracking
+
+    client = race_safe(client)
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        return []
+    done: list[str] = []
+    challenger = _alias(client, name, CHALLENGER)
+    holder = _alias(client, name, PRODUCTION)
+    cv = None if challenger is None else str(challenger.version)
+    hv = None if holder is None else str(holder.version)
+    for v in versions:
+        ver, tags = str(v.version), v.tags
+        if tags.get(REGISTRATION) == "incomplete":
+            run_id = tags.get("registration.run_id") or getattr(v, "run_id", None)
+            run = None
+            if run_id:
+                try:
+                    run = client.get_run(run_id)
+                except MlflowException:
+                    run = None
+            if run is None and _age_s(v) < STALE_AFTER_S:
+                continue  # no run to ask: a register may still be going on
+            if run is not None and run.info.status == "RUNNING":
+                alive = tracking.owner_alive(run.data.tags)
+                if alive or (alive is None and _age_s(v) < STALE_AFTER_S):
+                    continue  # a register still going on
+                client.set_tag(run_id, "track2.ended_by", f"ended KILLED by repair at {_now()}: its "
+                               "process died during register")
+                client.set_terminated(run_id, "KILLED")
+            status = "ended" if run is None else run.info.status
+            if ver == cv:
+                client.set_model_version_tag(name, ver, "registration.repaired",
+                                             f"{_now()}: completed by repair (run {run_id} {status} after "
+                                             "moving challenger, before its last tag)")
+                client.set_model_version_tag(name, ver, REGISTRATION, "complete")
+                what = f"version {ver}: registration completed (it holds {CHALLENGER}; only the last tag was missing)"
+            else:
+                client.set_model_version_tag(name, ver, "registration.repaired",
+                                             f"{_now()}: abandoned by repair (run {run_id} {status} before "
+                                             f"moving {CHALLENGER}); never promoted")
+                client.set_model_version_tag(name, ver, REGISTRATION, "abandoned")
+                what = f"version {ver}: registration abandoned (its register run died before {CHALLENGER})"
+            append_history(client, name, {"decision": "repair", "candidate": ver, "production": hv,
+                                          "reason": what})
+            done.append(what)
+        if tags.get(PROMOTION_STATE) == "pending":
+            alive = _by_alive(tags.get("promotion.by", ""))
+            if alive or (alive is None and _age_s(v) < STALE_AFTER_S):
+                continue  # a promote still going on
+            state = "applied" if ver == hv else "interrupted"
+            client.set_model_version_tag(name, ver, PROMOTION_STATE, state)
+            what = (f"version {ver}: promotion applied (its promote died after moving {PRODUCTION})"
+                    if state == "applied" else
+                    f"version {ver}: promotion interrupted before moving {PRODUCTION} (holder stays {hv})")
+            if state == "applied" and tags.get("promotion.incumbent"):
+                client.set_model_version_tag(name, tags["promotion.incumbent"], "promotion.replaced_by", ver)
+            append_history(client, name, {"decision": "repair", "candidate": ver, "production": hv,
+                                          "reason": what})
+            done.append(what)
+    for what in done:
+        log.warning("repaired %s: %s", name, what)
+    return done
+
+
+def promote(client: Any, name: str, metric: str = "val_official_map10", margin: float = 0.0,
+            dry_run: bool = False) -> Decision:
+    """Move ``production`` to the best validated, complete version if it beats the holder by
+    ``margin``; record the decision (except in a dry run, which changes nothing)."""
+    client = race_safe(client)
+    if not dry_run:
+        repair(client, name)
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         raise RegistryError(f"no registered versions of {name!r} (run the register stage first)")
-    refused = [v for v in versions if v.tags.get("validation") != "passed"]
-    scored = [(v, _value(v, metric)) for v in versions if v not in refused]
-    scored = [(v, x) for v, x in scored if x is not None]
-    for v in refused:
-        log.info("version %s refused: validation %s", v.version, v.tags.get("validation", "missing"))
-    try:
-        holder = client.get_model_version_by_alias(name, PRODUCTION)
-    except MlflowException:
-        holder = None
+    refused = {str(v.version): why for v in versions if (why := refusal(v, metric)) is not None}
+    scored = [(v, _value(v, metric)) for v in versions if str(v.version) not in refused]
+    for ver, why in sorted(refused.items(), key=lambda kv: int(kv[0])):
+        log.info("version %s refused: %s", ver, why)
+    holder = _alias(client, name, PRODUCTION)
     held = _value(holder, metric) if holder is not None else None
+    hv = None if holder is None else str(holder.version)
     if not scored:
-        d = Decision("noop", f"no version with validation passed and a {metric!r} tag",
-                     incumbent=getattr(holder, "version", None), incumbent_value=held)
+        d = Decision("noop", f"no version with validation passed, a complete registration and a {metric!r} tag",
+                     incumbent=hv, incumbent_value=held, refused=refused)
         log.info("promote: nothing to do - %s", d.reason)
+        if not dry_run:
+            _record_refusals(client, name, versions, refused)
+            d.history_key = append_history(client, name, _entry(d, metric, margin, hv))
         return d
     best, value = max(scored, key=lambda vx: (vx[1], int(vx[0].version)))
-    bv, hv = str(best.version), (None if holder is None else str(holder.version))
+    bv = str(best.version)
     if hv == bv:
         d = Decision("noop", f"production (version {hv}) is already the best validated "
                      f"version on {metric} ({value:.4f})", bv, value, hv, held)
@@ -224,18 +477,56 @@ def promote(client: Any, name: str, metric: str = "val_official_map10", margin: 
         d = Decision("noop", f"best validated version {bv} does not beat production (version "
                      f"{hv}) on {metric} by the margin: {value:.4f} <= {held:.4f} + {margin}",
                      bv, value, hv, held)
+    d.refused = refused
     log.info("promote%s: %s - %s", " (dry run)" if dry_run else "", d.action, d.reason)
     if dry_run:
         return d
+    record = {"promotion.decision": d.action, "promotion.reason": d.reason, "promotion.metric": metric,
+              "promotion.margin": str(margin), "promotion.value": f"{value:.6f}",
+              "promotion.incumbent": str(d.incumbent or ""),
+              "promotion.incumbent_value": "" if d.incumbent_value is None else f"{d.incumbent_value:.6f}",
+              "promotion.time": _now(), "promotion.by": _by()}
     if d.action == "promote":
+        # The record first (pending), then the alias, then "applied": a crash anywhere leaves a
+        # record that repair() can settle, never an alias that the tags contradict.
+        for k, v in {**record, PROMOTION_STATE: "pending"}.items():
+            client.set_model_version_tag(name, bv, k, v)
+        _fault("promote:after-record")
         client.set_registered_model_alias(name, PRODUCTION, bv)
+        _fault("promote:after-alias")
         if hv is not None:
             client.set_model_version_tag(name, hv, "promotion.replaced_by", bv)
-    tags = {"promotion.decision": d.action, "promotion.reason": d.reason, "promotion.metric": metric,
-            "promotion.margin": str(margin), "promotion.value": f"{value:.6f}",
-            "promotion.incumbent": str(d.incumbent or ""),
-            "promotion.incumbent_value": "" if d.incumbent_value is None else f"{d.incumbent_value:.6f}",
-            "promotion.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for k, v in tags.items():
-        client.set_model_version_tag(name, bv, k, v)
+        client.set_model_version_tag(name, bv, PROMOTION_STATE, "applied")
+    elif bv != hv:
+        for k, v in record.items():  # a challenger that lost keeps its own record
+            client.set_model_version_tag(name, bv, k, v)
+    else:
+        # The holder's promotion record (the decision that moved the alias) stays as it is.
+        client.set_model_version_tag(name, bv, "promotion.last_check", f"{record['promotion.time']} noop: {d.reason}")
+    _record_refusals(client, name, versions, refused)
+    # Other challengers that lost (not the best): a record of their own, once.
+    for v, x in scored:
+        if str(v.version) not in (bv, hv) and "promotion.decision" not in v.tags:
+            for k, val in {**record, "promotion.decision": "noop", "promotion.value": f"{x:.6f}",
+                           "promotion.reason": f"version {v.version} ({x:.4f}) is not the best validated "
+                                               f"version on {metric}: version {bv} has {value:.4f}"}.items():
+                client.set_model_version_tag(name, str(v.version), k, val)
+    d.history_key = append_history(client, name, _entry(d, metric, margin, bv if d.action == "promote" else hv))
     return d
+
+
+def _entry(d: Decision, metric: str, margin: float, production: str | None) -> dict[str, Any]:
+    return {"decision": d.action, "candidate": d.candidate, "candidate_value": d.candidate_value,
+            "incumbent": d.incumbent, "incumbent_value": d.incumbent_value, "production": production,
+            "metric": metric, "margin": margin, "reason": d.reason, "refused": d.refused}
+
+
+def _record_refusals(client: Any, name: str, versions: list[Any], refused: dict[str, str]) -> None:
+    """A refused version without any promotion record gets one (once: a refusal does not change;
+    an incomplete registration may still be under way, so it gets none)."""
+    for v in versions:
+        ver = str(v.version)
+        if ver in refused and "promotion.decision" not in v.tags and v.tags.get(REGISTRATION) != "incomplete":
+            client.set_model_version_tag(name, ver, "promotion.decision", "refused")
+            client.set_model_version_tag(name, ver, "promotion.reason", refused[ver])
+            client.set_model_version_tag(name, ver, "promotion.time", _now())

@@ -186,12 +186,20 @@ def evaluate_val(index: GalleryIndex, queries: pd.DataFrame, parsed: Sequence[An
                  form: str, rule: str, k: int) -> tuple[Ranking, list[set[str]], dict]:
     """Rank the val captions against the val gallery and score them on the val labels."""
     ranking = rank(index, [(p.domain, p.attributes) for p in parsed], form=form, k=k)
+    relevant, domains = val_relevance(queries, parsed, labels, index.names, image_domain, rule)
+    return ranking, relevant, metrics.metrics_by_domain(ranking.names, relevant, domains, k)
+
+
+def val_relevance(queries: pd.DataFrame, parsed: Sequence[Any], labels: Mapping[str, Mapping[str, str | None]],
+                  gallery_names: Sequence[str], image_domain: Mapping[str, str], rule: str
+                  ) -> tuple[list[set[str]], list[str]]:
+    """Each val caption's relevant gallery images (judged on labels) and its true domain; any
+    ranker of the val gallery is scored against these (the baseline stage too)."""
     q_labels = [labels.get(img, {}) for img in queries["image"]]
     stated = [stated_from_label(p.attributes, lab) for p, lab in zip(parsed, q_labels)]
-    gallery = {n: labels.get(n, {}) for n in index.names}
+    gallery = {n: labels.get(n, {}) for n in gallery_names}
     relevant = metrics.relevant_sets(stated, gallery, q_labels, rule=rule)
-    domains = [image_domain.get(img, "unknown") for img in queries["image"]]
-    return ranking, relevant, metrics.metrics_by_domain(ranking.names, relevant, domains, k)
+    return relevant, [image_domain.get(img, "unknown") for img in queries["image"]]
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,7 @@ class RetrieveIO:
     predictions: Path  # in: <domain>/<backbone>/{val,test}.parquet of every member
     mapping: Path      # in: the caption mapping
     out: Path          # out: submission, metrics, ranker, gallery, plots, grids
+    metrics: Path | None = None  # out: the headline figures for DVC
 
     def artifacts(self) -> list[Path]:
         return [self.out / f for f in ("metrics.json", "plots", "grids")]
@@ -263,10 +272,23 @@ def score_test(params: Params, io: RetrieveIO, index: GalleryIndex, queries: pd.
     return Split(tq, parsed, ranking, relevant, scores), sub
 
 
+#: The retrieval figures DVC compares across experiments (metrics.json beside them has them all).
+HEADLINE = ("official_map10", "standard_map10", "hit1", "hit10")
+
+
+def headline(result: Mapping[str, Any]) -> dict[str, Any]:
+    """``{split: {domain: {HEADLINE...}}, classifiers: {...}}`` of the stage's metrics."""
+    out: dict[str, Any] = {s: {d: {k: m[k] for k in HEADLINE} for d, m in result[s].items()}
+                           for s in schema.EVAL_SPLITS if s in result}
+    out["classifiers"] = dict(result["classifiers"])
+    return out
+
+
 def run(params: Params, io: RetrieveIO) -> dict[str, Any]:
     """The stage: rank val and test, write every output under ``io.out``; return the metrics."""
     from pipeline.figures import write_domain_plots, write_grids
     from pipeline.mapping import load_mapping
+    from pipeline.stage import write_metrics
 
     p = params.retrieve
     queries, labels, images = read_inputs(io)
@@ -295,6 +317,7 @@ def run(params: Params, io: RetrieveIO) -> dict[str, Any]:
     rng = np.random.default_rng(params.base.seed)
     for split, s in (("val", val), ("test", test)):
         write_grids(split, s.queries, s.ranking, s.relevant, paths, io.out / "grids", p.grid_samples, rng)
+    write_metrics(io.metrics, headline(result))
     for split in ("val", "test"):
         if split in result:
             log.info("%s official mAP@10 %.4f (standard %.4f)", split, result[split]["all"]["official_map10"],

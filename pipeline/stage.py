@@ -12,12 +12,13 @@ asks :func:`pipeline.tracking.active_run` first.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from pipeline.config import Params
 
@@ -53,6 +54,26 @@ def metrics_of(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def write_metrics(path: Path | None, figures: dict[str, Any]) -> None:
+    """A stage's headline numbers for DVC (``dvc metrics show``, ``dvc exp show``): numbers only,
+    nested as DVC shows them (``val.all.official_map10``), rounded so that the same result writes
+    the same bytes. ``path`` None (a stage run outside the pipeline): nothing is written."""
+    if path is None:
+        return
+
+    def clean(d: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out[k] = clean(v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out[k] = round(float(v), 6) if isinstance(v, float) else v
+        return out
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(figures), indent=2, sort_keys=True) + "\n")
+
+
 def execute(stage: str, run: Callable[[Params, IO], dict[str, Any]], params: Params, io: IO, *,
             track: bool = True, section: str | None = None, data: tuple[Path, ...] = (),
             tags: dict[str, str] | None = None) -> dict[str, Any]:
@@ -65,10 +86,15 @@ def execute(stage: str, run: Callable[[Params, IO], dict[str, Any]], params: Par
         return run(params, io)
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import lineage, tracking
 
     logged = {**params.section(section or stage), "seed": params.base.seed}
-    with tracking.stage_run(params.base.experiment, stage, logged, data_paths=data, **(tags or {})):
+    with tracking.stage_run(params.base.experiment, stage, logged, data_paths=data,
+                            **lineage.run_tags(), **(tags or {})):
+        # Classic ML, not GenAI: the UI then opens the experiment on its runs, not on traces.
+        mlflow.set_experiment_tag("mlflow.experimentKind", "custom_model_development")
+        mlflow.set_tag("mlflow.runName", lineage.run_name(stage))
+        lineage.log_inputs(data, context=section or stage)
         report = run(params, io)
         mlflow.set_tags({f"io.{k}": str(v) for k, v in paths_of(io).items() if v is not None})
         if isinstance(report.get("status"), str):
@@ -83,3 +109,51 @@ def execute(stage: str, run: Callable[[Params, IO], dict[str, Any]], params: Par
             elif path.exists():
                 mlflow.log_artifact(str(path), artifact_path=folder)
     return report
+
+
+class OutputError(ValueError):
+    """A stage output cannot be written (a file where a folder should be, no write permission)."""
+
+
+def check_outputs(paths: Iterable[Path | None]) -> None:
+    """Before any work: every output path can be created or replaced, else :class:`OutputError`
+    naming it (one line). Probes the nearest existing folder with a temporary file, which also
+    catches what permission bits do not show (read-only mounts, root on /sys)."""
+    import os
+    import tempfile
+
+    for path in (Path(p) for p in paths if p is not None):
+        probe = path if path.is_dir() else path.parent
+        while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise OutputError(f"cannot write {path}: {probe} is a file, not a folder")
+        try:
+            fd, name = tempfile.mkstemp(dir=probe, prefix=".write-check-")
+            os.close(fd)
+            os.unlink(name)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: folder {probe} is not writable ({e.strerror})") from None
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {path}: the file is read-only")
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write ``path`` whole or not at all: into a temporary file beside it (``.<name>.tmp-<pid>``),
+    flushed to disk, then renamed over ``path``. A process killed mid-write leaves the previous
+    file (or none), never a truncated one that a later stage would take for good."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

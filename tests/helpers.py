@@ -20,5 +20,5 @@ def register_io(world: Path):
 
     data = world / "data"
     return RegisterIO(data / "retrieval", data / "mapping" / "mapping.yaml",
-                      world / "reports" / "validation" / "summary.json", data / "prepared" / "queries.parquet",
+                      world / "reports" / "validation" / "gate.json", data / "prepared" / "queries.parquet",
                       world / "reports" / "register.json")

@@ -13,6 +13,7 @@ from pipeline.mapping.pairs import pairs_from_frame
 from pipeline.mapping.parser import CaptionMapping
 from pipeline.mapping.report import evaluate, misses, plot_quality
 from pipeline.mapping.rules import save_mapping
+from pipeline.stage import write_metrics
 
 if TYPE_CHECKING:
     from pipeline.config import Params
@@ -29,6 +30,7 @@ class MappingIO:
     mapping: Path           # out: the mapping YAML
     report: Path            # out: quality report JSON
     plot: Path              # out: the report as a bar chart (PNG)
+    metrics: Path | None = None  # out: the headline figures for DVC
 
     def artifacts(self) -> list[Path]:
         """What the stage's MLflow run keeps: the mapping, its report and chart."""
@@ -57,6 +59,8 @@ def run(params: Params, io: MappingIO) -> dict[str, Any]:
     io.report.parent.mkdir(parents=True, exist_ok=True)
     io.report.write_text(json.dumps(report, indent=2) + "\n")
     plot_quality(report, io.plot)
+    write_metrics(io.metrics, {k: report[k] for k in ("rules", "precision", "stated_recall", "min_group_precision",
+                                                       "min_group_stated_recall", "domain_accuracy")})
     log.info("mapping: %d rules -> %s; val precision %s, stated recall %s",
              len(rules), io.mapping, report["precision"], report["stated_recall"])
     for m in misses(mapping, val_pairs, limit=10):

@@ -99,11 +99,13 @@ def predict(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray
 def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, targets: np.ndarray,
         weights: Sequence[torch.Tensor | None], cfg: FitConfig, checkpoint: Path, *,
         evaluate: Callable[[SubtaskNet], dict[str, float]] | None = None,
-        budget: EpochBudget | None = None, desc: str = "train") -> list[dict[str, float]]:
+        budget: EpochBudget | None = None, desc: str = "train",
+        on_epoch: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Train ``net`` on rows ``index`` (``targets``: ``(len(index), n_heads)``, -1 = missing).
 
     Resumes from ``checkpoint`` when it exists; returns the per-epoch history (loss, time and
-    whatever ``evaluate`` returns), which the checkpoint also keeps.
+    whatever ``evaluate`` returns), which the checkpoint also keeps. ``on_epoch`` gets each
+    epoch's record as it ends (after a resume, first the records of the epochs already done).
     """
     from tqdm import tqdm
 
@@ -130,6 +132,8 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
         history, start = state["history"], state["epoch"]
         if start < cfg.epochs:
             log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start)
+        for record in history if on_epoch else ():
+            on_epoch(record)
     for epoch in range(start, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout
@@ -162,6 +166,8 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
         if evaluate is not None:
             record.update(evaluate(net))
         history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         _save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),

@@ -1,16 +1,41 @@
-"""The train stage's MLflow child runs: one per subtask, with its curves, confusion matrices and
-the registered model ``track2-<domain>-<subtask>-<backbone>``. Called only inside a tracked run."""
+"""The train stage's MLflow child runs: one per subtask, open while it trains (its curves show as
+the epochs end), then given its final figures, confusion matrices and the registered model
+``track2-<domain>-<subtask>-<backbone>``. Only inside a tracked run."""
 
 from __future__ import annotations
 
 import copy
 import logging
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
 from pipeline import schema
 from pipeline.config import Params
 from pipeline.train.data import MISSING, crop_box
+
+
+@contextmanager
+def subtask_run(domain: str, backbone: str, subtask: str, round_name: str = "") -> Iterator[tuple[Any, Any]]:
+    """``(run_id, on_epoch)`` of a nested run for one subtask while it trains, logging each epoch's
+    record as it ends; ``(None, None)`` when the stage runs untracked."""
+    from pipeline import lineage, tracking
+
+    if tracking.active_run() is None:
+        yield None, None
+        return
+    import mlflow
+
+    name = f"{subtask} ({round_name})" if round_name else subtask
+    tags = {"stage": "train", "domain": domain, "backbone": backbone, "subtask": subtask, **lineage.run_tags()}
+    if round_name:
+        tags["round"] = round_name
+    with mlflow.start_run(run_name=lineage.run_name(f"{domain}/{backbone}/{name}"), nested=True, tags=tags) as run:
+        def on_epoch(record: dict[str, float]) -> None:
+            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+
+        yield run.info.run_id, on_epoch
 
 def confusion_figure(probs: np.ndarray, labels: np.ndarray, group: schema.Group):
     """Row-normalised confusion matrix of one group on validation."""
@@ -51,15 +76,12 @@ def log_child(params: Params, domain: str, backbone: str, res, prefix, size,
     from pipeline.train.model import ServingModel
 
     tp = params.train
-    with mlflow.start_run(run_name=res.name, nested=True,
-                          tags={"stage": "train", "domain": domain, "backbone": backbone,
-                                "subtask": res.name}):
+    # The subtask's own run, opened while it trained (subtask_run): the rest goes into it.
+    with mlflow.start_run(run_id=res.extra["run_id"], nested=True):
         mlflow.log_params({"subtask": res.name, "crop": res.crop, "trainable": str(trainable),
                            "input_size": f"{size[0]}x{size[1]}", "epochs": tp.epochs[domain],
                            "n_train": res.n_train, "backbone": backbone, "domain": domain,
                            "class_weight_power": tp.class_weight_power, "cache": tp.cache})
-        for rec in res.history:
-            mlflow.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=int(rec["epoch"]))
         for g in res.groups:
             m = res.metrics[g.name]
             sfx = "" if len(res.groups) == 1 else f"_{g.name}"

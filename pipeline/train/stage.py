@@ -101,7 +101,7 @@ def _subtasks(params: Params, data: DomainData) -> list[tuple[str, tuple[schema.
 
 def train_subtask(params: Params, data: DomainData, source, tail, num_features: int, name: str,
                   groups: tuple[schema.Group, ...], crop: str, labels: np.ndarray, ckpt_dir: Path,
-                  budget=None) -> SubtaskResult:
+                  budget=None, on_epoch=None) -> SubtaskResult:
     """Train one subtask net (own copy of ``tail`` + heads) from its checkpoint or from scratch."""
     import torch
 
@@ -142,7 +142,7 @@ def train_subtask(params: Params, data: DomainData, source, tail, num_features: 
                     train_flip=tp.train_flip)
     history = fit(net, source, crop, index, y, weights, cfg, ckpt_dir / f"{name}.pt",
                   evaluate=evaluate if tp.eval_every_epoch else None, budget=budget,
-                  desc=f"{data.domain}/{name}")
+                  desc=f"{data.domain}/{name}", on_epoch=on_epoch)
     probs = predict(net, source, crop, val_idx_l, tta=tp.tta_flip)
     metrics = {}
     for j, g in enumerate(groups):
@@ -181,11 +181,12 @@ class TrainIO:
     domain: str
     backbone: str
     prepared: Path     # in: ingest's tables
-    gate: Path         # in: validate's summary.json; training refuses data that failed validation
+    gate: Path         # in: validate's gate.json; training refuses data that failed validation
     models: Path       # out: <subtask>.pt per subtask
     predictions: Path  # out: {val,test}.parquet
     report: Path       # out: per-subtask accuracy next to the majority baseline, times
     checkpoints: Path  # scratch outside the DVC outputs: a rerun after a crash resumes from here
+    metrics: Path | None = None  # out: the headline figures for DVC
 
     def artifacts(self) -> list[Path]:
         return [self.report]
@@ -204,13 +205,13 @@ class Backbone:
     interpolation: str
 
 
-def check_gate(summary: Path) -> None:
+def check_gate(gate: Path) -> None:
     """Stop unless validation passed on these tables (the gate dvc.yaml puts before training)."""
-    if not summary.exists():
-        raise FileNotFoundError(f"{summary} not found: run the validate stage first")
-    status = json.loads(summary.read_text()).get("status")
+    if not gate.exists():
+        raise FileNotFoundError(f"{gate} not found: run the validate stage first")
+    status = json.loads(gate.read_text()).get("status")
     if status != "passed":
-        raise ValueError(f"validation {status!r} in {summary}: fix the data (see summary.md beside it) "
+        raise ValueError(f"validation {status!r} in {gate}: fix the data (see summary.md beside it) "
                          "before training")
 
 
@@ -238,14 +239,21 @@ def build_backbone(params: Params, domain: str, backbone: str) -> Backbone:
                     (cfg["mean"], cfg["std"]), cfg.get("interpolation", "bilinear"))
 
 
-def train_all(params: Params, data: DomainData, source, bb: Backbone, ckpt_root: Path, budget
+def train_all(params: Params, data: DomainData, source, bb: Backbone, backbone: str, ckpt_root: Path, budget
               ) -> tuple[dict[str, SubtaskResult], dict[str, Any]]:
     """Every subtask; for vehicles a second round on pseudo-labels. Returns results and the
-    pseudo-labelling record (empty when there was none)."""
-    def train(labels: np.ndarray, ckpt: Path) -> dict[str, SubtaskResult]:
-        return {name: train_subtask(params, data, source, bb.tail, bb.num_features, name, groups, crop,
-                                    labels, ckpt, budget)
-                for name, groups, crop in _subtasks(params, data)}
+    pseudo-labelling record (empty when there was none). In a tracked run each subtask trains
+    inside its own child run, so its curves show in the UI as the epochs end."""
+    from pipeline.train.runs import subtask_run
+
+    def train(labels: np.ndarray, ckpt: Path, round_name: str = "") -> dict[str, SubtaskResult]:
+        out = {}
+        for name, groups, crop in _subtasks(params, data):
+            with subtask_run(data.domain, backbone, name, round_name) as (run_id, on_epoch):
+                out[name] = train_subtask(params, data, source, bb.tail, bb.num_features, name, groups, crop,
+                                          labels, ckpt, budget, on_epoch)
+                out[name].extra["run_id"] = run_id
+        return out
 
     results = train(data.labels, ckpt_root)
     tp = params.train
@@ -255,7 +263,7 @@ def train_all(params: Params, data: DomainData, source, bb: Backbone, ckpt_root:
                    for res in results.values() for g, m in res.metrics.items()}
     labels, added = pseudo_labels(params, data, source, results)
     if any(added.values()):
-        results = train(labels, ckpt_root / "pseudo")
+        results = train(labels, ckpt_root / "pseudo", "pseudo-labels")
     else:
         log.info("no prediction reached its pseudo-label threshold: the first round is final")
     return results, {"pseudo_labels_added": added, "first_round": first_round}
@@ -297,12 +305,21 @@ def make_report(params: Params, io: TrainIO, bb: Backbone, device: str, data: Do
     }
 
 
+def headline(report: dict[str, Any]) -> dict[str, float]:
+    """Means over the subtasks (val accuracy and mA), how many beat the majority class, the time."""
+    subtasks = list(report["subtasks"].values())
+    return {"val_acc": float(np.mean([m["val_acc"] for m in subtasks])),
+            "val_mA": float(np.mean([m["val_mA"] for m in subtasks])),
+            "subtasks_beating_majority": report["subtasks_beating_majority"], "time_s": report["time_s"]}
+
+
 def run(params: Params, io: TrainIO, budget=None) -> dict[str, Any]:
     """Train every subtask of ``io.domain`` on ``io.backbone``; write models, predictions and report.
 
     Inside a tracked stage run (pipeline/stage.py) each subtask also gets a child run and a
     registered model. ``budget`` (tests) interrupts after a number of epochs, as a crash would.
     """
+    from pipeline.stage import write_metrics
     from pipeline.train.cache import build_features
     from pipeline.train.loop import EpochBudget
     from pipeline.train.outputs import save_subtask, write_predictions
@@ -324,7 +341,7 @@ def run(params: Params, io: TrainIO, budget=None) -> dict[str, Any]:
                             keep_aspect=io.domain in tp.keep_aspect)
     t_cache = time.perf_counter() - t_start
     ckpt_root = io.checkpoints / fingerprint(params, io)
-    results, pseudo = train_all(params, data, source, bb, ckpt_root, budget or EpochBudget())
+    results, pseudo = train_all(params, data, source, bb, io.backbone, ckpt_root, budget or EpochBudget())
     write_predictions(io.predictions, data, predict_splits(params, data, source, results))
     for res in results.values():
         save_subtask(io.models, res, io.backbone, bb.trainable, bb.size, bb.norm)
@@ -341,6 +358,7 @@ def run(params: Params, io: TrainIO, budget=None) -> dict[str, Any]:
     report = {**make_report(params, io, bb, device, data, results, times), **pseudo}
     io.report.parent.mkdir(parents=True, exist_ok=True)
     io.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_metrics(io.metrics, headline(report))
     if not tp.keep_checkpoints:
         shutil.rmtree(ckpt_root, ignore_errors=True)
     log.info("train %s/%s done in %.1fs (%s beat the majority baseline)", io.domain, io.backbone,

@@ -12,6 +12,7 @@ Suites (``pipeline/validate/<module>.py``): ``schema``, ``images_table``, ``labe
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -124,12 +125,14 @@ def validate(prepared_dir: Path, release_dir: Path, out_dir: Path, vp: ValidateP
                    "per_second": round(len(checks) / max(seconds, 1e-9), 1), "workers": workers},
         "drift": {r["feature"]: (None if pd.isna(r["value"]) else round(float(r["value"]), 4))
                   for r in drift_rows.to_dict("records")},
+        "quarantine": {"lines": len(quarantine), "reasons": {str(k): int(v) for k, v in reasons.items()},
+                       "max_fraction": vp.max_quarantine_fraction},
     }
     summary = summarise(outcomes, extra)
     drift_records = [{**r, "value": None if pd.isna(r["value"]) else float(r["value"])}
                      for r in drift_rows.to_dict("records")]
     files = write_report(out_dir, summary, outcomes, drift_records, {str(k): int(v) for k, v in reasons.items()},
-                         drift_png.name)
+                         drift_png.name, quarantine_lines=quarantine)
     for o in outcomes:
         if o.failed_warning:
             log.warning("[%s] %s: %s", o.suite, o.description, o.unexpected_count
@@ -148,7 +151,8 @@ class ValidateIO:
     release: Path         # in: the release (image files, test_text.txt)
     mapping: Path         # in: the mined mapping
     mapping_report: Path  # in: the mapping's quality on val
-    out: Path             # out: the report folder (summary.json is the training gate)
+    out: Path             # out: the report folder; its gate.json is what training depends on
+    metrics: Path | None = None  # out: the headline counts for DVC
 
     def artifacts(self) -> list[tuple[Path, str]]:
         # Data Docs' static/ folder is 5 MB of the same logos and scripts every run: leave it out.
@@ -160,10 +164,16 @@ class ValidateIO:
 def run(params: Params, io: ValidateIO) -> dict[str, Any]:
     """The stage: every suite with ``params.validate``'s thresholds; returns the summary, whose
     ``status`` says whether training may start (the failures are logged, the report written)."""
+    from pipeline.stage import write_atomic, write_metrics
     from pipeline.validate.report import short_summary
 
     result = validate(io.prepared, io.release, io.out, params.validate, mapping=io.mapping,
                       mapping_report=io.mapping_report, seed=params.base.seed)
     if not result.passed:
         log.error("critical expectations failed:\n%s", short_summary(result.outcomes))
+    counts = {k: result.summary[k] for k in ("expectations", "failed_critical", "failed_warning")}
+    # The gate later stages depend on: deterministic (no timings), so an unchanged release
+    # leaves training's deps unchanged and DVC's run cache restores it in a queued experiment.
+    write_atomic(io.out / "gate.json", json.dumps({"status": result.summary["status"], **counts}, indent=2) + "\n")
+    write_metrics(io.metrics, {**counts, "quarantined_lines": result.summary["rows"]["quarantined"]})
     return result.summary

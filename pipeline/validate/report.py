@@ -54,6 +54,36 @@ def summarise(outcomes: list[Outcome], extra: dict[str, Any]) -> dict[str, Any]:
             "suites": suites, **extra}
 
 
+#: Quarantined lines listed in the report (all of them are in quarantine.csv).
+MAX_LISTED_LINES = 200
+
+
+def quarantine_line(summary: dict[str, Any], outcomes: list[Outcome] | None = None) -> str:
+    """One line: how many lines ingest dropped and why, against the threshold (first in the
+    report and in the stage's output, so a dropped line is never silent)."""
+    q = summary.get("quarantine")
+    if not q:
+        return ""
+    limit = f"validate.max_quarantine_fraction = {q['max_fraction']:.2%} of a file's lines"
+    if not q["lines"]:
+        return f"Quarantined by ingest: no line ({limit})."
+    over = [o for o in (outcomes or []) if o.suite == "quarantine" and o.failed_critical] or \
+        summary.get("suites", {}).get("quarantine", {}).get("failed_critical", 0)
+    verdict = "ABOVE the threshold" if over else "within the threshold"
+    why = ", ".join(f"{reason}: {n}" for reason, n in q["reasons"].items())
+    strict = "" if over or q["max_fraction"] == 0 else "; set it to 0 to fail on any dropped line"
+    return (f"Quarantined by ingest: {q['lines']} line{'s' if q['lines'] != 1 else ''} dropped ({why}) - "
+            f"{verdict} {limit}{strict}. They are listed below and in quarantine.csv.")
+
+
+def _quarantine_rows(lines: Any) -> list[list[str]]:
+    rows = []
+    for r in lines.head(MAX_LISTED_LINES).itertuples(index=False):
+        raw = str(r.raw)
+        rows.append([str(r.file), str(r.line), str(r.reason), raw if len(raw) <= 160 else raw[:157] + "..."])
+    return rows
+
+
 def _count(o: Outcome) -> str:
     if o.error:
         return "error"
@@ -67,14 +97,18 @@ def _failure_rows(outcomes: list[Outcome]) -> list[list[str]]:
 
 
 def document(summary: dict[str, Any], outcomes: list[Outcome], drift_rows: list[dict[str, Any]],
-             quarantine_reasons: dict[str, int], drift_png: str | None) -> list[Block]:
-    """The report as blocks: verdict, failures, warnings, drift, quarantine, every expectation."""
+             quarantine_reasons: dict[str, int], drift_png: str | None,
+             quarantine_lines: Any = None) -> list[Block]:
+    """The report as blocks: verdict, the quarantine count, failures, warnings, drift, the
+    quarantined lines, every expectation."""
     status = summary["status"].upper()
     blocks: list[Block] = [
         ("h1", f"Data validation: {status}"),
         ("p", f"{summary['expectations']} expectations in {len(summary['suites'])} suites: "
               f"{summary['failed_critical']} critical failures, {summary['failed_warning']} warnings."),
     ]
+    if quarantine_line(summary, outcomes):
+        blocks.append(("p", quarantine_line(summary, outcomes)))
     facts = [[k, str(v)] for k, v in summary.get("rows", {}).items()]
     images = summary.get("images", {})
     if images:
@@ -100,6 +134,10 @@ def document(summary: dict[str, Any], outcomes: list[Outcome], drift_rows: list[
     blocks += [("h2", "Quarantined lines (by ingest)")]
     blocks += ([("table", ["reason", "lines"], [[r, str(n)] for r, n in quarantine_reasons.items()])]
                if quarantine_reasons else [("p", "None.")])
+    if quarantine_lines is not None and len(quarantine_lines):
+        blocks += [("table", ["file", "line", "reason", "the line as read"], _quarantine_rows(quarantine_lines))]
+        if len(quarantine_lines) > MAX_LISTED_LINES:
+            blocks += [("p", f"... and {len(quarantine_lines) - MAX_LISTED_LINES} more lines: see quarantine.csv.")]
     blocks += [("h2", "All expectations")]
     blocks += [("table", ["suite", "severity", "result", "expectation", "unexpected rows"],
                 [[o.suite, o.severity, "pass" if o.success else "FAIL", o.description, _count(o)]
@@ -165,17 +203,20 @@ def to_html(blocks: list[Block]) -> str:
 
 def write_report(out_dir: Path, summary: dict[str, Any], outcomes: list[Outcome],
                  drift_rows: list[dict[str, Any]], quarantine_reasons: dict[str, int],
-                 drift_png: str | None) -> dict[str, Path]:
-    """Write summary.json, details.json, summary.md and summary.html into ``out_dir``."""
+                 drift_png: str | None, quarantine_lines: Any = None) -> dict[str, Path]:
+    """Write summary.json, details.json, summary.md and summary.html into ``out_dir``
+    (``quarantine_lines``: ingest's quarantine table, listed in the report)."""
+    from pipeline.stage import write_atomic
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in ("summary.json", "details.json", "summary.md", "summary.html")}
-    paths["summary.json"].write_text(json.dumps(summary, indent=2) + "\n")
     details = {"summary": summary, "drift": drift_rows, "quarantine_reasons": quarantine_reasons,
                "expectations": [asdict(o) for o in outcomes]}
-    paths["details.json"].write_text(json.dumps(details, indent=2, default=str) + "\n")
-    blocks = document(summary, outcomes, drift_rows, quarantine_reasons, drift_png)
-    paths["summary.md"].write_text(to_markdown(blocks))
-    paths["summary.html"].write_text(to_html(blocks))
+    write_atomic(paths["details.json"], json.dumps(details, indent=2, default=str) + "\n")
+    blocks = document(summary, outcomes, drift_rows, quarantine_reasons, drift_png, quarantine_lines)
+    write_atomic(paths["summary.md"], to_markdown(blocks))
+    write_atomic(paths["summary.html"], to_html(blocks))
+    write_atomic(paths["summary.json"], json.dumps(summary, indent=2) + "\n")  # last: what others read
     return paths
 
 
