@@ -209,7 +209,11 @@ def one_line(e: BaseException) -> str:
     server ... stopped answering (reason)"."""
     message = str(getattr(e, "message", None) or e).strip()
     first = message.splitlines()[0] if message else type(e).__name__
-    if "API request to" in first and "failed with" in first:
+    if "API request to" in first and ("error code 401 " in first or "error code 403 " in first):
+        code = "401" if "error code 401 " in first else "403"
+        first = (f"the tracking server {shown_uri(tracking_uri())} refused the credentials ({code}): "
+                 "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (docs/team.md)")
+    elif "API request to" in first and "failed with" in first:
         first = f"the tracking server {shown_uri(tracking_uri())} stopped answering ({_api_reason(first)})"
     return first if len(first) <= 300 else first[:297] + "..."
 

@@ -211,7 +211,8 @@ class Guard:
     @staticmethod
     def deny(start_response, why: str):
         body = DENIED % why.encode()
-        start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+        start_response("403 Forbidden", [("Content-Type", "application/xml"),
+                                         ("Content-Length", str(len(body)))])
         return [body]
 
 
@@ -232,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     install_credentials(key_id, secret)
     trust_presigned_requests()
     restored = load(args.data_dir)
-    server = make_server(args.host, args.port, Guard(DomainDispatcherApplication(create_backend_app), key_id, secret),
-                         threaded=True)
+    app = Guard(DomainDispatcherApplication(create_backend_app), key_id, secret)
+    server = make_server(args.host, args.port, app, threaded=True)
     stopping = threading.Event()
 
     def stop(signum, frame):

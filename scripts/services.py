@@ -153,7 +153,8 @@ def read_pid(state: State, name: str) -> int | None:
 
 
 def stop_group(state: State, name: str, timeout: float = 20.0) -> bool:
-    """SIGTERM the process group ``start`` created for ``name`` (the leader's pid), SIGKILL after ``timeout``."""
+    """SIGTERM the process group ``start`` created for ``name`` (the leader's pid); SIGKILL after
+    ``timeout`` seconds."""
     pid = read_pid(state, name)
     state.path(f"{name}.pid").unlink(missing_ok=True) if pid is None else None
     if pid is None:
@@ -237,7 +238,8 @@ def base_env() -> dict[str, str]:
 
 
 def pg_bin_dir() -> Path:
-    """Where ``initdb`` / ``pg_ctl`` are: ``TRACK2_PG_BIN``, ``PATH``, or the newest /usr/lib/postgresql/*/bin."""
+    """Where ``initdb`` / ``pg_ctl`` are: ``TRACK2_PG_BIN``, ``PATH``, or the newest
+    /usr/lib/postgresql/*/bin."""
     if os.environ.get("TRACK2_PG_BIN"):
         d = Path(os.environ["TRACK2_PG_BIN"])
         if (d / "pg_ctl").exists():
@@ -264,7 +266,8 @@ def pg_os_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(name)
     except KeyError:
         raise ServiceError(f"running as root and there is no OS user {name!r} for PostgreSQL to run as "
-                           "(Debian's postgresql package creates `postgres`; or set TRACK2_PG_OS_USER)") from None
+                           "(Debian's postgresql package creates `postgres`; or set TRACK2_PG_OS_USER)"
+                           ) from None
 
 
 def run_pg(cmd: list[str], state: State, user: pwd.struct_passwd | None, timeout: float) -> None:
@@ -273,7 +276,8 @@ def run_pg(cmd: list[str], state: State, user: pwd.struct_passwd | None, timeout
     r = subprocess.run(cmd, cwd=state.path("postgres"), env=env, capture_output=True, text=True,
                        timeout=timeout, **kw)
     if r.returncode != 0:
-        raise ServiceError(f"{' '.join(cmd[:2])} failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}\n"
+        raise ServiceError(f"{' '.join(cmd[:2])} failed ({r.returncode}):\n"
+                           f"{r.stdout[-2000:]}{r.stderr[-2000:]}\n"
                            f"{tail(state.path('postgres', 'server.log'))}")
 
 
@@ -325,16 +329,22 @@ def ensure_databases(state: State, sec: dict[str, str]) -> None:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(host="127.0.0.1", port=state.ports["pg"], user="postgres", dbname="postgres",
-                         password=sec["TRACK2_PG_SUPERUSER_PASSWORD"], autocommit=True, connect_timeout=10) as c:
+    try:
+        c = psycopg.connect(host="127.0.0.1", port=state.ports["pg"], user="postgres", dbname="postgres",
+                            password=sec["TRACK2_PG_SUPERUSER_PASSWORD"], autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as e:
+        raise ServiceError(f"cannot connect to PostgreSQL as its superuser (was TRACK2_PG_SUPERUSER_PASSWORD "
+                           f"changed since the cluster was made?): {str(e).strip()}") from None
+    ident = sql.Identifier
+    with c:
         pw = sql.Literal(sec["TRACK2_PG_PASSWORD"])
         if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_ROLE,)).fetchone():
-            c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(DB_ROLE), pw))
+            c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(ident(DB_ROLE), pw))
         else:
-            c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(DB_ROLE), pw))
+            c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(ident(DB_ROLE), pw))
         for db in (DB_NAME, AUTH_DB_NAME):
             if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
-                c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(DB_ROLE)))
+                c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(ident(db), ident(DB_ROLE)))
 
 
 def stop_postgres(state: State, timeout: float = 60) -> bool:
@@ -491,7 +501,8 @@ def env_text(state: State, sec: dict[str, str]) -> str:
     lines = [f"export {k}={v}" for k, v in client_env(state, sec).items()]
     return ("# the team services (scripts/services.py); `source` this file or `eval` the output\n"
             + "\n".join(lines) + "\n"
-            + "# DVC remote: dvc remote add -d team $TRACK2_DVC_REMOTE_URL (credentials and endpoint come from AWS_*)\n")
+            + "# DVC remote: dvc remote add -d team $TRACK2_DVC_REMOTE_URL "
+              "(credentials and endpoint come from AWS_*)\n")
 
 
 def start(state: State, timeout: float) -> dict[str, float]:
@@ -546,7 +557,8 @@ def status(state: State) -> dict[str, int | None]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["start", "stop", "status", "env"])
-    ap.add_argument("--state-dir", type=Path, default=Path(os.environ.get("TRACK2_SERVICES_DIR", DEFAULT_STATE)))
+    ap.add_argument("--state-dir", type=Path,
+                    default=Path(os.environ.get("TRACK2_SERVICES_DIR", DEFAULT_STATE)))
     ap.add_argument("--pg-port", type=int)
     ap.add_argument("--s3-port", type=int)
     ap.add_argument("--mlflow-port", type=int)

@@ -214,6 +214,7 @@ def message(path: str) -> str:
     """One line for the CLI: which path answered."""
     return {NONE: f"{NOTHING_UNDERSTOOD}: the caption states nothing the mapping or the dual encoder can place",
             DECOUPLED: "ranked by the decoupled attribute distance (the mapping understood every word)",
-            DUAL_ENCODER: "ranked by the dual encoder (words the mapping does not know)",
-            FUSION: "ranked by the decoupled distance fused with the dual encoder (words the mapping does not know)",
+            DUAL_ENCODER: "ranked by the dual encoder's text-image similarity",
+            FUSION: "ranked by the decoupled distance fused with the dual encoder's similarity "
+                    "(the caption has words the mapping does not know)",
             }[path]
