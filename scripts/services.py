@@ -36,6 +36,7 @@ import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -498,7 +499,7 @@ def client_env(state: State, sec: dict[str, str]) -> dict[str, str]:
 
 
 def env_text(state: State, sec: dict[str, str]) -> str:
-    lines = [f"export {k}={v}" for k, v in client_env(state, sec).items()]
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in client_env(state, sec).items()]
     return ("# the team services (scripts/services.py); `source` this file or `eval` the output\n"
             + "\n".join(lines) + "\n"
             + "# DVC remote: dvc remote add -d team $TRACK2_DVC_REMOTE_URL "
