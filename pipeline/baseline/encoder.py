@@ -118,6 +118,46 @@ class Gallery:
             return cls(z["names"], z["embeddings"].astype(np.float32), z["domain"])
 
 
+@dataclass
+class Reference:
+    """The training captions as raw MiniLM sentence embeddings (L2-normalised), with their domains.
+
+    Two questions are asked of it: how close a caption comes to *any* training caption (a caption
+    of unknown words far from all of them says nothing - another language, gibberish), and which
+    domain its nearest training captions have (the caption's domain when the mapping cannot tell:
+    MiniLM knows that "a lady in a red dress" is about a person, whatever the colour word says).
+    """
+
+    embeddings: np.ndarray  # (R, 384) float
+    domain: np.ndarray      # (R,) str
+
+    #: Nearest training captions that vote for a caption's domain.
+    VOTES = 10
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, embeddings=self.embeddings.astype(np.float16), domain=self.domain.astype(str))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Reference":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["embeddings"].astype(np.float32), z["domain"])
+
+    def nearest(self, raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Per caption: the best cosine to a training caption, and the majority domain of its
+        :attr:`VOTES` nearest ones (ties: the nearest's)."""
+        if not len(self.embeddings) or not len(raw):
+            return np.full(len(raw), -1.0, np.float32), ["unknown"] * len(raw)
+        s = raw @ self.embeddings.T
+        k = min(self.VOTES, s.shape[1])
+        top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        domains = []
+        for row in top:
+            values, counts = np.unique(self.domain[row], return_counts=True)
+            best = values[counts == counts.max()]
+            domains.append(str(best[0]) if len(best) == 1 else str(self.domain[row[0]]))
+        return s.max(axis=1), domains
+
+
 class TextEncoder:
     """Captions -> L2-normalised joint-space embeddings, and the raw MiniLM sentence embeddings.
 

@@ -4,8 +4,8 @@
 embeddings and the vocabulary / reference sentences that tell a caption which says nothing
 (:mod:`pipeline.baseline.combine`). It answers in the ensemble's columns - ``caption``,
 ``domain``, ``path``, ``image_names``, ``distances`` (``1 - cosine``) - with ``path`` always
-``dual_encoder`` or ``none``. ``domain`` is the baseline's own guess (the domain most of the top
-images were assigned by the training-domain centroids).
+``dual_encoder`` or ``none``. ``domain`` is the majority domain of the caption's nearest training
+captions (:class:`pipeline.baseline.encoder.Reference`); the ranking is over the whole gallery.
 
 :func:`register` logs it in the baseline stage's MLflow run, registers it as
 ``baseline.model_name`` with alias ``challenger`` and the validation metrics as version tags (as
@@ -34,7 +34,7 @@ class ClipRetriever(mlflow.pyfunc.PythonModel):
     """Rank the bundled gallery for captions by the dual encoder's cosine similarity."""
 
     def load_context(self, context: Any) -> None:
-        from pipeline.baseline.encoder import Gallery, TextEncoder
+        from pipeline.baseline.encoder import Gallery, Reference, TextEncoder
 
         a = context.artifacts
         config = json.loads(Path(a["config"]).read_text())
@@ -43,7 +43,7 @@ class ClipRetriever(mlflow.pyfunc.PythonModel):
         self.encoder = TextEncoder(a["model"])
         self.gallery = Gallery.load(a["gallery"])
         self.vocab = frozenset(json.loads(Path(a["vocab"]).read_text()))
-        self.reference = np.load(a["reference"]).astype(np.float32)
+        self.reference = Reference.load(a["reference"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         """Rank for each caption; ``params={"top_k": n}`` overrides k."""
@@ -58,13 +58,12 @@ class ClipRetriever(mlflow.pyfunc.PythonModel):
         rows = [i for i, w in enumerate(words) if w.content]
         if rows:
             joint, raw = self.encoder.encode([captions[i] for i in rows])
-            best_ref = (raw @ self.reference.T).max(axis=1)
+            best_ref, domains = self.reference.nearest(raw)
             idx, sims = top_k_similar(joint, self.gallery.embeddings, k)
             for j, i in enumerate(rows):
                 if not words[i].known and best_ref[j] < self.min_similarity:
                     continue  # another language, gibberish: nothing understood
-                doms, counts = np.unique(self.gallery.domain[idx[j]], return_counts=True)
-                out["domain"][i] = str(doms[np.argmax(counts)]) if len(doms) else "unknown"
+                out["domain"][i] = domains[j]
                 out["path"][i] = combine.DUAL_ENCODER
                 out["image_names"][i] = self.gallery.names[idx[j]].tolist()
                 out["distances"][i] = [float(1.0 - s) for s in sims[j]]
@@ -77,7 +76,7 @@ def write_artifacts(folder: Path, out: Path, top_k: int, min_similarity: float) 
     config = folder / "config.json"
     config.write_text(json.dumps({"top_k": top_k, "min_similarity": min_similarity}))
     files = {"model": out / "model" / "clip.pt", "gallery": out / "gallery_test.npz",
-             "vocab": out / "model" / "vocab.json", "reference": out / "model" / "reference_text.npy"}
+             "vocab": out / "model" / "vocab.json", "reference": out / "model" / "reference_text.npz"}
     return {**{k: str(v) for k, v in files.items()}, "config": str(config)}
 
 

@@ -5,8 +5,8 @@ positives of training, as in the retrieve stage), validate's gate and the releas
 ``test/test_gt.txt`` scores test). Writes under ``BaselineIO.out``:
 
 - ``model/clip.pt`` (config + weights, docs/baseline.md), ``model/vocab.json`` (the training
-  captions' content words) and ``model/reference_text.npy`` (raw sentence embeddings of the
-  training captions) - with ``gallery_test.npz`` what the served ensemble's fallback bundles;
+  captions' content words) and ``model/reference_text.npz`` (raw sentence embeddings of the
+  training captions, with their domains) - with ``gallery_test.npz`` what the served ensemble's fallback bundles;
 - ``gallery_val.npz``, ``gallery_test.npz`` (image embeddings), ``submission.json``,
   ``metrics.json`` (the retrieve stage's layout), ``plots/curves.csv`` (per epoch), ``plots/
   domain_metrics.{csv,png}`` and ``grids/``;
@@ -125,7 +125,7 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
 
     from pipeline import tracking
     from pipeline.baseline import data as D
-    from pipeline.baseline.encoder import Gallery, top_k_similar
+    from pipeline.baseline.encoder import Gallery, Reference, top_k_similar
     from pipeline.baseline.fit import FitConfig, embed_images, fit
     from pipeline.baseline.model import build_clip, split_image_tower, text_from_pooled, trained_state
     from pipeline.baseline.text import encode_pooled, tokenize, tokenizer
@@ -257,9 +257,9 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"config": cfg.to_dict(), "state": trained_state(clip, cfg)}, model_dir / "clip.pt")
     (model_dir / "vocab.json").write_text(json.dumps(D.content_vocabulary(pairs.captions.tolist())))
-    raw = pooled[train_text.unique()].float()
-    np.save(model_dir / "reference_text.npy",
-            torch.nn.functional.normalize(raw, dim=-1).cpu().numpy().astype(np.float16))
+    first = np.unique(train_text.numpy(), return_index=True)[1]  # each distinct training caption once
+    raw = torch.nn.functional.normalize(pooled[train_text[first]].float(), dim=-1).cpu().numpy()
+    Reference(raw, np.array(schema.DOMAINS)[pairs.domain[first]]).save(model_dir / "reference_text.npz")
     (model_dir / "fallback.json").write_text(json.dumps(
         {"combine": b.combine, "fusion_weight": b.fusion_weight, "min_similarity": b.min_similarity}, indent=2))
     (io.out / "submission.json").write_text(json.dumps(sub, indent=1))

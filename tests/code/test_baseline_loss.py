@@ -137,6 +137,17 @@ def test_words_of_drops_function_words_digits_and_odd_input():
     assert combine.words_of("?!. ..", frozenset()).content == ()
 
 
+def test_reference_nearest_votes_the_domain():
+    from pipeline.baseline.encoder import Reference
+
+    emb = np.eye(4, dtype=np.float32)
+    ref = Reference(emb, np.array(["pedestrian", "pedestrian", "vehicle", "vehicle"]))
+    best, dom = ref.nearest(np.array([[0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 0.2, 0.1]], np.float32))
+    assert dom == ["pedestrian", "vehicle"] and best.tolist() == pytest.approx([0.9, 0.2])
+    best, dom = Reference(np.zeros((0, 4), np.float32), np.array([], str)).nearest(emb[:1])
+    assert dom == ["unknown"] and best[0] < 0
+
+
 def test_domain_vote_and_top():
     sims = np.array([0.1, 0.9, 0.2, 0.3, 0.8])
     dom = np.array(["pedestrian", "vehicle", "pedestrian", "pedestrian", "vehicle"])
@@ -162,18 +173,22 @@ def _index():
 
 
 class _Encoder:
-    """Caption -> a fixed joint embedding: 'lady' points at p3, anything else at v1."""
+    """Caption -> fixed embeddings: 'lady' points at image p3 and the pedestrian training caption,
+    'car' at image v1 and the vehicle one, anything else at v1 and at no training caption."""
 
     def encode(self, captions):
         joint = np.array([[0, 0, 1, 0, 0] if "lady" in c else [0, 0, 0, 1, 0] for c in captions], np.float32)
-        raw = np.array([[1.0, 0.0] if "lady" in c else [0.0, 1.0] for c in captions], np.float32)
+        raw = np.array([[1, 0, 0] if "lady" in c else [0, 1, 0] if "car" in c else [0, 0, 1] for c in captions],
+                       np.float32)
         return joint, raw
 
 
 def _fallback(mode="fusion"):
+    from pipeline.baseline.encoder import Reference
+
     emb = dict(zip(["p1", "p2", "p3", "v1", "v2"], np.eye(5, dtype=np.float32)))
-    return combine.Fallback(_Encoder(), emb, ["red", "dress", "female", "white"], np.array([[1.0, 0.0]], np.float32),
-                            mode, 0.5, 0.3)
+    ref = Reference(np.array([[1, 0, 0], [0, 1, 0]], np.float32), np.array(["pedestrian", "vehicle"]))
+    return combine.Fallback(_Encoder(), emb, ["red", "dress", "female", "white"], ref, mode, 0.5, 0.3)
 
 
 def test_answer_without_fallback_says_none_instead_of_a_silent_list():
