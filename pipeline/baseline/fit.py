@@ -11,9 +11,7 @@ from a generator seeded by ``(seed, epoch)``.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -22,28 +20,10 @@ from torch.nn import functional as F
 
 from pipeline.baseline.data import Pairs
 from pipeline.baseline.model import clamp_logit_scale, multi_positive_infonce, positives
+# The decoupled subtasks' settings and schedule: the two models train alike and compare fairly.
+from pipeline.train.loop import FitConfig, cosine_with_warmup
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_frac: float
-    seed: int
-    train_flip: bool
-
-
-def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    """Linear ramp over ``warmup`` steps, then cosine from 1 to 0 at ``total``."""
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return f
 
 
 def param_groups(clip: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -75,7 +55,7 @@ def fit(clip: Any, image_tail: torch.nn.Module, source: Any, rows: np.ndarray, t
     opt = torch.optim.AdamW(param_groups(clip, cfg.weight_decay), lr=cfg.lr)
     per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
     total = cfg.epochs * per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, max(1, round(cfg.warmup_frac * total))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(total, max(1, round(cfg.warmup_frac * total))))
     history = []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
