@@ -183,3 +183,27 @@ def retrieval_params_data() -> dict:
     data["retrieve"]["members"] = {"m1": 1.0, "m2": 1.0}  # replaced, not merged with the real members
     return data
 
+
+# ------------------------------------------------------------------ MLflow stores (registry tests)
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh sqlite tracking store (and artifact root) shared by one test module."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("TRACK2_ROOT", str(root))
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mp.undo()
+
+
+@pytest.fixture
+def client(store):
+    """An MlflowClient on the module's ``store``."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(store)

@@ -17,28 +17,6 @@ from pipeline import registry
 from tests.helpers import register_io, retrieve_io
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A fresh sqlite tracking store (and artifact root) shared by this module's tests."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("TRACK2_ROOT", str(root))
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mp.undo()
-
-
-@pytest.fixture
-def client(store):
-    from mlflow import MlflowClient
-
-    return MlflowClient(store)
-
-
 _counter = iter(range(10_000))
 
 

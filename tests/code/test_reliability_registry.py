@@ -16,27 +16,6 @@ from pipeline import registry, tracking
 from pipeline.registry import PRODUCTION, REGISTRATION
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-rel")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("TRACK2_ROOT", str(root))
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mp.undo()
-
-
-@pytest.fixture
-def client(store):
-    from mlflow import MlflowClient
-
-    return MlflowClient(store)
-
-
 _names = iter(range(10_000))
 
 
