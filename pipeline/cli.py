@@ -368,6 +368,7 @@ def promote(metric: Optional[str] = typer.Option(None, "--metric",
                                                    help="Required lead (default: register.margin)."),
             dry_run: bool = typer.Option(False, "--dry-run", help="Decide and log, change nothing."),
             show_history: bool = typer.Option(False, "--history", help="Print every recorded decision and stop."),
+            list_metrics: bool = typer.Option(False, "--list-metrics", help="Print the figures --metric accepts and stop."),
             params: Path = ParamsOption) -> None:
     """Move alias production to the best validated version if it beats the holder by the margin."""
     from pipeline import tracking
@@ -379,7 +380,7 @@ def promote(metric: Optional[str] = typer.Option(None, "--metric",
         fail(str(e))
     from mlflow import MlflowClient
 
-    from pipeline.registry import RegistryError, format_history, history
+    from pipeline.registry import RegistryError, format_history, history, known_metrics
     from pipeline.registry import promote as run_promote
 
     r = p.register
@@ -388,6 +389,10 @@ def promote(metric: Optional[str] = typer.Option(None, "--metric",
         with tracking.guard("promote"):
             if show_history:
                 typer.echo(format_history(history(MlflowClient(), r.model_name)) or "no decisions recorded")
+                return
+            if list_metrics:
+                versions = MlflowClient().search_model_versions(f"name='{r.model_name}'")
+                typer.echo("\n".join(known_metrics(versions)) or f"no versions of {r.model_name} carry figures")
                 return
             d = run_promote(MlflowClient(), r.model_name, metric or r.metric,
                             r.margin if margin is None else margin, dry_run=dry_run)
@@ -423,12 +428,14 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
     try:
         tracking.connect()
         model = mlflow.pyfunc.load_model(uri)
+        version = mlflow.MlflowClient().get_model_version_by_alias(model_name or p.register.model_name, alias)
     except tracking.TrackingError as e:
         fail(str(e))
     except MlflowException as e:
         fail(f"cannot load {uri}: {tracking.one_line(e)} "
              "(run `make run` or `python -m pipeline promote`)")
     out = model.predict(pd.DataFrame({"caption": [caption]}), params={"top_k": top}).iloc[0]
+    typer.echo(f"model: {version.name} version {version.version} (@{alias})")
     typer.echo(f"{out['domain']}: {caption}")
     if "path" in out:  # which reader answered (pipeline/baseline/combine.py)
         from pipeline.baseline.combine import message

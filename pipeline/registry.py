@@ -1,14 +1,22 @@
 """Stage ``register`` and the ``promote`` command: the ensemble from challenger to production.
 
 ``register`` logs the served ensemble (:mod:`pipeline.serving`) as a new version of
-``register.model_name`` with alias ``challenger``. Its version tags carry the validation metrics
-(``val_<metric>`` overall, ``val_<domain>_<metric>`` per domain), the data hash, the git commit and
-``validation`` = passed / failed / missing, read from the validate stage's summary.
+``register.model_name`` with alias ``challenger``. Its tags are few (the registry page stays
+readable): ``metrics`` (every validation figure, JSON, under its DVC name:
+``val.all.official_map10``, ``val.pedestrian.hit1``, ``classifiers.mA``), the promoted figure again
+on its own (``register.metric``, the one column worth seeing), ``metric_definition`` (the
+``relevance`` and ``top_k`` the figures were computed under), ``ranker`` (distance, members),
+``lineage`` (git commit, DVC experiment, data hash) and ``validation`` = passed / failed / missing,
+read from the validate stage's summary.
 
 ``promote`` moves alias ``production`` to the best version whose validation passed, only when it
-beats the current holder by ``margin`` on the same metric (higher is better). Versions whose
-validation did not pass are never promoted. Every decision is written into version tags
-(``promotion.*``: decision, reason, metric, both figures), except in a dry run.
+beats the current holder by ``margin`` on the same metric (higher is better), and only among
+versions whose metric was computed under the same definition as production's (or, with no
+production yet, as the newest version's): a figure judged with ``relevance=label`` or another
+``top_k`` is another figure. An unknown metric is refused with the list of known ones. Versions
+whose validation did not pass are never promoted. Every decision is written into version tags
+(``promotion.decision``, ``promotion.reason``, and ``promotion.record``: metric, margin, both
+figures, when and by whom, as JSON), except in a dry run.
 
 Crash consistency (docs/reliability.md). A version is created with ``registration=incomplete``
 (in the same call as its other tags) and tagged ``registration=complete`` only as the last step,
@@ -47,6 +55,9 @@ REGISTRATION = "registration"
 #: Version tag of a promotion record: ``pending`` before the alias moves, ``applied`` after.
 PROMOTION_STATE = "promotion.state"
 HISTORY_PREFIX = "promotion.history."
+#: Version tag beside ``promotion.decision`` / ``promotion.reason``: the rest of the decision as JSON
+#: (metric, margin, both figures, when, by whom).
+RECORD_TAG = "promotion.record"
 #: A leftover whose owner cannot be checked (another host) is taken as dead after this long.
 STALE_AFTER_S = 3600.0
 #: Tests set it to a fault point's name to kill the process there with SIGKILL (a real crash).
@@ -116,24 +127,75 @@ def validation_status(summary: Path) -> str:
     raise RegistryError(f"{summary}: cannot tell whether validation passed (no success/passed/status key)")
 
 
-def metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
-    """``{"val_official_map10": "0.61", "val_pedestrian_official_map10": ...}`` from metrics.json."""
-    out = {}
+#: Version tags (module docstring): every figure, the definition it was computed under, lineage.
+METRICS_TAG, DEFINITION_TAG, RANKER_TAG, LINEAGE_TAG = "metrics", "metric_definition", "ranker", "lineage"
+
+
+class UnknownMetric(RegistryError):
+    """``promote --metric`` names a figure no version carries."""
+
+
+def metric_figures(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``{"val.all.official_map10": 0.61, "val.pedestrian.hit1": ..., "classifiers.mA": ...}``:
+    the validation figures of a metrics.json under the names DVC shows them by."""
+    out: dict[str, float] = {}
     for domain, ms in metrics.get("val", {}).items():
         for name, value in ms.items():
             if name != "n_queries" and isinstance(value, (int, float)) and math.isfinite(value):
-                out[f"val_{name}" if domain == "all" else f"val_{domain}_{name}"] = f"{value:.6f}"
+                out[f"val.{domain}.{name}"] = round(float(value), 6)
     for name, value in metrics.get("classifiers", {}).items():
         if isinstance(value, (int, float)) and math.isfinite(value):
-            out[f"val_{name}"] = f"{value:.6f}"
+            out[f"classifiers.{name}"] = round(float(value), 6)
     return out
+
+
+def version_tags(metrics: Mapping[str, Any], definition: Mapping[str, Any], headline: str,
+                 lineage: Mapping[str, str]) -> dict[str, str]:
+    """The compact tags of a new version: the figures and their definition as JSON, lineage as
+    JSON, and ``headline`` (the promoted figure) on its own so the registry page shows it."""
+    figures = metric_figures(metrics)
+    tags = {METRICS_TAG: json.dumps(figures, sort_keys=True),
+            DEFINITION_TAG: json.dumps(dict(definition), sort_keys=True),
+            LINEAGE_TAG: json.dumps(dict(lineage), sort_keys=True)}
+    if headline in figures:
+        tags[headline] = f"{figures[headline]:.6f}"
+    return tags
+
+
+def figures_of(version: Any) -> dict[str, float]:
+    """A version's figures: its ``metrics`` tag, plus any numeric ``val*`` tag set by hand."""
+    tags = version.tags
+    out: dict[str, float] = {}
+    for key, value in tags.items():
+        if key.startswith("val"):
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                pass
+    try:
+        recorded = json.loads(tags.get(METRICS_TAG, "{}"))
+    except (TypeError, ValueError):
+        recorded = {}
+    if isinstance(recorded, dict):
+        out.update({k: float(v) for k, v in recorded.items() if isinstance(v, (int, float))})
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def definition_of(version: Any) -> str | None:
+    """The metric definition a version's figures were computed under, as text, or None."""
+    raw = version.tags.get(DEFINITION_TAG)
+    try:
+        d = json.loads(raw) if raw else None
+    except (TypeError, ValueError):
+        return raw
+    return ", ".join(f"{k}={d[k]}" for k in sorted(d)) if isinstance(d, dict) else None
 
 
 @dataclass(frozen=True)
 class RegisterIO:
     retrieval: Path   # in: the retrieve stage's folder (metrics.json, ranker.json, gallery_test.npz)
     mapping: Path     # in: the caption mapping, bundled into the served model
-    validation: Path  # in: validate's summary.json (a version that failed it is never promoted)
+    validation: Path  # in: validate's gate.json (a version that failed it is never promoted)
     queries: Path     # in: the prepared queries.parquet (two test captions as the input example)
     report: Path      # out: the version registered, its aliases and the promotion decision
     baseline: Path | None = None  # in: the baseline stage's folder: its dual encoder reads what the mapping cannot
@@ -193,10 +255,11 @@ def _register(params: Params, metrics: dict, ranker: dict, status: str, artifact
     client = race_safe(MlflowClient())
     repaired = repair(client, r.model_name)
     run_id = tracking.active_run().info.run_id
-    tags = {**metric_tags(metrics), "validation": status, "distance": ranker["distance"],
-            "members": json.dumps(ranker["members"]), **tracking.standard_tags((queries.parent,)),
-            REGISTRATION: "incomplete", "registration.run_id": run_id}
-    mlflow.log_metrics({k: float(v) for k, v in metric_tags(metrics).items()})
+    definition = {"relevance": ranker["relevance"], "top_k": ranker["top_k"]}
+    tags = {**version_tags(metrics, definition, r.metric, tracking.standard_tags((queries.parent,))),
+            RANKER_TAG: json.dumps({"distance": ranker["distance"], "members": ranker["members"]}, sort_keys=True),
+            "validation": status, REGISTRATION: "incomplete", "registration.run_id": run_id}
+    mlflow.log_metrics(metric_figures(metrics))
     info = serving.log_ensemble("ensemble", artifacts, captions, code_paths=[str(Path(__file__).resolve().parent)])
     _fault("register:after-log-model")
     _ensure_model(client, r.model_name)
@@ -259,15 +322,12 @@ class Decision:
 
 
 def _value(version: Any, metric: str) -> float | None:
-    try:
-        v = float(version.tags[metric])
-    except (KeyError, ValueError, TypeError):
-        return None
-    return v if math.isfinite(v) else None
+    return figures_of(version).get(metric)
 
 
-def refusal(version: Any, metric: str) -> str | None:
-    """Why ``version`` can never be promoted on ``metric``, or None when it can."""
+def refusal(version: Any, metric: str, definition: str | None = None) -> str | None:
+    """Why ``version`` cannot be promoted on ``metric`` (computed under ``definition`` when given),
+    or None when it can."""
     status = getattr(version, "status", None)
     if status not in (None, "READY"):
         return f"status {status}"
@@ -279,7 +339,24 @@ def refusal(version: Any, metric: str) -> str | None:
         return f"validation {validation}"
     if _value(version, metric) is None:
         return f"no {metric!r} figure"
+    if definition is not None and definition_of(version) != definition:
+        return f"{metric} computed under {definition_of(version) or 'an unrecorded definition'}, not {definition}"
     return None
+
+
+def reference_definition(versions: list[Any], holder: Any) -> str | None:
+    """The definition figures are compared under: production's, else the newest complete version's."""
+    if holder is not None:
+        return definition_of(holder)
+    for v in sorted(versions, key=lambda v: -int(v.version)):
+        if v.tags.get(REGISTRATION) in (None, "complete") and definition_of(v) is not None:
+            return definition_of(v)
+    return None
+
+
+def known_metrics(versions: list[Any]) -> list[str]:
+    """Every figure some version of the model carries (what ``promote --metric`` accepts)."""
+    return sorted({k for v in versions for k in figures_of(v)})
 
 
 def _alias(client: Any, name: str, alias: str) -> Any:
@@ -415,7 +492,7 @@ def repair(client: Any, name: str) -> list[str]:
                                           "reason": what})
             done.append(what)
         if tags.get(PROMOTION_STATE) == "pending":
-            alive = _by_alive(tags.get("promotion.by", ""))
+            alive = _by_alive(promotion_record(v).get("by", ""))
             if alive or (alive is None and _age_s(v) < STALE_AFTER_S):
                 continue  # a promote still going on
             state = "applied" if ver == hv else "interrupted"
@@ -423,8 +500,9 @@ def repair(client: Any, name: str) -> list[str]:
             what = (f"version {ver}: promotion applied (its promote died after moving {PRODUCTION})"
                     if state == "applied" else
                     f"version {ver}: promotion interrupted before moving {PRODUCTION} (holder stays {hv})")
-            if state == "applied" and tags.get("promotion.incumbent"):
-                client.set_model_version_tag(name, tags["promotion.incumbent"], "promotion.replaced_by", ver)
+            incumbent = promotion_record(v).get("incumbent")
+            if state == "applied" and incumbent:
+                client.set_model_version_tag(name, str(incumbent), "promotion.replaced_by", ver)
             append_history(client, name, {"decision": "repair", "candidate": ver, "production": hv,
                                           "reason": what})
             done.append(what)
@@ -433,21 +511,26 @@ def repair(client: Any, name: str) -> list[str]:
     return done
 
 
-def promote(client: Any, name: str, metric: str = "val_official_map10", margin: float = 0.0,
+def promote(client: Any, name: str, metric: str = "val.all.official_map10", margin: float = 0.0,
             dry_run: bool = False) -> Decision:
     """Move ``production`` to the best validated, complete version if it beats the holder by
-    ``margin``; record the decision (except in a dry run, which changes nothing)."""
+    ``margin`` on a figure computed the same way; record the decision (except in a dry run, which
+    changes nothing). An unknown ``metric`` raises :class:`UnknownMetric` before anything changes."""
     client = race_safe(client)
-    if not dry_run:
-        repair(client, name)
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         raise RegistryError(f"no registered versions of {name!r} (run the register stage first)")
-    refused = {str(v.version): why for v in versions if (why := refusal(v, metric)) is not None}
+    known = known_metrics(versions)
+    if metric not in known:
+        raise UnknownMetric(f"unknown metric {metric!r}: versions of {name} carry {', '.join(known) or 'none'}")
+    if not dry_run and repair(client, name):
+        versions = client.search_model_versions(f"name='{name}'")
+    holder = _alias(client, name, PRODUCTION)
+    definition = reference_definition(versions, holder)
+    refused = {str(v.version): why for v in versions if (why := refusal(v, metric, definition)) is not None}
     scored = [(v, _value(v, metric)) for v in versions if str(v.version) not in refused]
     for ver, why in sorted(refused.items(), key=lambda kv: int(kv[0])):
         log.info("version %s refused: %s", ver, why)
-    holder = _alias(client, name, PRODUCTION)
     held = _value(holder, metric) if holder is not None else None
     hv = None if holder is None else str(holder.version)
     if not scored:
@@ -481,11 +564,9 @@ def promote(client: Any, name: str, metric: str = "val_official_map10", margin: 
     log.info("promote%s: %s - %s", " (dry run)" if dry_run else "", d.action, d.reason)
     if dry_run:
         return d
-    record = {"promotion.decision": d.action, "promotion.reason": d.reason, "promotion.metric": metric,
-              "promotion.margin": str(margin), "promotion.value": f"{value:.6f}",
-              "promotion.incumbent": str(d.incumbent or ""),
-              "promotion.incumbent_value": "" if d.incumbent_value is None else f"{d.incumbent_value:.6f}",
-              "promotion.time": _now(), "promotion.by": _by()}
+    now = _now()
+    record = {"promotion.decision": d.action, "promotion.reason": d.reason,
+              RECORD_TAG: _record(metric, margin, value, d.incumbent, d.incumbent_value, now)}
     if d.action == "promote":
         # The record first (pending), then the alias, then "applied": a crash anywhere leaves a
         # record that repair() can settle, never an alias that the tags contradict.
@@ -502,17 +583,34 @@ def promote(client: Any, name: str, metric: str = "val_official_map10", margin: 
             client.set_model_version_tag(name, bv, k, v)
     else:
         # The holder's promotion record (the decision that moved the alias) stays as it is.
-        client.set_model_version_tag(name, bv, "promotion.last_check", f"{record['promotion.time']} noop: {d.reason}")
+        client.set_model_version_tag(name, bv, "promotion.last_check", f"{now} noop: {d.reason}")
     _record_refusals(client, name, versions, refused)
     # Other challengers that lost (not the best): a record of their own, once.
     for v, x in scored:
         if str(v.version) not in (bv, hv) and "promotion.decision" not in v.tags:
-            for k, val in {**record, "promotion.decision": "noop", "promotion.value": f"{x:.6f}",
+            for k, val in {"promotion.decision": "noop",
                            "promotion.reason": f"version {v.version} ({x:.4f}) is not the best validated "
-                                               f"version on {metric}: version {bv} has {value:.4f}"}.items():
+                                               f"version on {metric}: version {bv} has {value:.4f}",
+                           RECORD_TAG: _record(metric, margin, x, d.incumbent, d.incumbent_value, now)}.items():
                 client.set_model_version_tag(name, str(v.version), k, val)
     d.history_key = append_history(client, name, _entry(d, metric, margin, bv if d.action == "promote" else hv))
     return d
+
+
+def _record(metric: str, margin: float, value: float, incumbent: str | None, incumbent_value: float | None,
+            now: str) -> str:
+    return json.dumps({"metric": metric, "margin": margin, "value": round(value, 6), "incumbent": incumbent,
+                       "incumbent_value": None if incumbent_value is None else round(incumbent_value, 6),
+                       "time": now, "by": _by()})
+
+
+def promotion_record(version: Any) -> dict[str, Any]:
+    """The JSON part of a version's promotion record (empty without one)."""
+    try:
+        record = json.loads(version.tags.get(RECORD_TAG, "{}"))
+    except (TypeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _entry(d: Decision, metric: str, margin: float, production: str | None) -> dict[str, Any]:
@@ -529,4 +627,4 @@ def _record_refusals(client: Any, name: str, versions: list[Any], refused: dict[
         if ver in refused and "promotion.decision" not in v.tags and v.tags.get(REGISTRATION) != "incomplete":
             client.set_model_version_tag(name, ver, "promotion.decision", "refused")
             client.set_model_version_tag(name, ver, "promotion.reason", refused[ver])
-            client.set_model_version_tag(name, ver, "promotion.time", _now())
+            client.set_model_version_tag(name, ver, RECORD_TAG, json.dumps({"time": _now(), "by": _by()}))

@@ -122,9 +122,10 @@ def register(params: Any, io: Any, result: dict[str, Any], status: str, test_tex
     from pipeline import registry, tracking
 
     b = params.baseline
-    registration = getattr(registry, "REGISTRATION", "registration")
-    tags = {**registry.metric_tags(result), "validation": status, "backbone": b.backbone,
-            "kind": "clip-baseline", **tracking.standard_tags((io.prepared,)), registration: "incomplete"}
+    registration = registry.REGISTRATION
+    tags = {**registry.version_tags(result, {"relevance": b.relevance, "top_k": b.top_k}, b.metric,
+                                    tracking.standard_tags((io.prepared,))),
+            "validation": status, "backbone": b.backbone, "kind": "clip-baseline", registration: "incomplete"}
     captions = [test_texts[0], test_texts[-1]] if len(test_texts) >= 2 else \
         ["A female pedestrian with a backpack.", "This is a white Audi Sedan."]
     pipeline_dir = str(Path(__file__).resolve().parents[1])

@@ -27,7 +27,7 @@ def _model(client, versions):
     for validation, value in versions:
         tags = {"validation": validation}
         if value is not None:
-            tags["val_official_map10"] = str(value)
+            tags["val.all.official_map10"] = str(value)
         client.create_model_version(name, "file:///nowhere", tags=tags)
     return name
 
@@ -43,7 +43,7 @@ def test_first_promotion_takes_the_best_validated(client):
     assert d.action == "promote" and _production(client, name) == "2"
     tags = client.get_model_version(name, "2").tags
     assert tags["promotion.decision"] == "promote" and "no production model yet" in tags["promotion.reason"]
-    assert tags["promotion.value"] == "0.600000"
+    assert json.loads(tags["promotion.record"])["value"] == 0.6
 
 
 def test_refuses_failed_validation_even_when_best(client):
@@ -57,7 +57,7 @@ def test_promote_by_margin_and_noop(client):
     registry.promote(client, name)
     assert _production(client, name) == "1"
     client.create_model_version(name, "file:///nowhere",
-                                tags={"validation": "passed", "val_official_map10": "0.52"})
+                                tags={"validation": "passed", "val.all.official_map10": "0.52"})
     d = registry.promote(client, name, margin=0.05)  # 0.52 does not beat 0.50 by 0.05
     assert d.action == "noop" and _production(client, name) == "1"
     assert client.get_model_version(name, "2").tags["promotion.decision"] == "noop"
@@ -65,8 +65,9 @@ def test_promote_by_margin_and_noop(client):
     d = registry.promote(client, name, margin=0.01)
     assert d.action == "promote" and _production(client, name) == "2"
     tags = client.get_model_version(name, "2").tags
-    assert tags["promotion.incumbent"] == "1" and tags["promotion.incumbent_value"] == "0.500000"
-    assert tags["promotion.value"] == "0.520000" and "beats production" in tags["promotion.reason"]
+    record = json.loads(tags["promotion.record"])
+    assert record["incumbent"] == "1" and record["incumbent_value"] == 0.5 and record["metric"] == "val.all.official_map10"
+    assert record["value"] == 0.52 and "beats production" in tags["promotion.reason"]
     assert client.get_model_version(name, "1").tags["promotion.replaced_by"] == "2"
     # nothing better now: a no-op, production unchanged
     assert registry.promote(client, name, margin=0.0).action == "noop"
@@ -100,12 +101,52 @@ def test_validation_status(tmp_path):
         registry.validation_status(f)
 
 
-def test_metric_tags():
-    tags = registry.metric_tags({"val": {"all": {"official_map10": 0.5, "n_queries": 3},
-                                         "vehicle": {"hit1": 0.25}},
-                                 "classifiers": {"router_accuracy": 1.0}})
-    assert tags == {"val_official_map10": "0.500000", "val_vehicle_hit1": "0.250000",
-                    "val_router_accuracy": "1.000000"}
+def test_version_tags_are_compact_and_named_as_dvc_names_them():
+    metrics = {"val": {"all": {"official_map10": 0.5, "n_queries": 3}, "vehicle": {"hit1": 0.25}},
+               "classifiers": {"router_accuracy": 1.0}}
+    tags = registry.version_tags(metrics, {"relevance": "inclusion", "top_k": 10}, "val.all.official_map10",
+                                 {"git_commit": "abc"})
+    assert set(tags) == {"metrics", "metric_definition", "lineage", "val.all.official_map10"}
+    assert json.loads(tags["metrics"]) == {"val.all.official_map10": 0.5, "val.vehicle.hit1": 0.25,
+                                           "classifiers.router_accuracy": 1.0}
+    assert tags["val.all.official_map10"] == "0.500000"
+
+
+def _version(client, name, value, definition=None, validation="passed"):
+    tags = {"validation": validation, "metrics": json.dumps({"val.all.official_map10": value, "val.all.hit1": value})}
+    if definition is not None:
+        tags["metric_definition"] = json.dumps(definition)
+    client.create_model_version(name, "file:///nowhere", tags=tags)
+
+
+def test_promote_refuses_an_unknown_metric_and_changes_nothing(client):
+    name = f"m{next(_counter)}"
+    client.create_registered_model(name)
+    _version(client, name, 0.5)
+    for bad in ("val_official_map10", "validation", "nonsense"):
+        with pytest.raises(registry.UnknownMetric, match="val.all.hit1, val.all.official_map10"):
+            registry.promote(client, name, bad)
+    assert _production(client, name) is None
+    assert registry.known_metrics(client.search_model_versions(f"name='{name}'")) == \
+        ["val.all.hit1", "val.all.official_map10"]
+    assert registry.promote(client, name, "val.all.hit1").action == "promote"
+
+
+def test_promote_compares_only_figures_of_the_same_definition(client):
+    name = f"m{next(_counter)}"
+    client.create_registered_model(name)
+    inclusion, label = {"relevance": "inclusion", "top_k": 10}, {"relevance": "label", "top_k": 10}
+    _version(client, name, 0.50, inclusion)
+    assert registry.promote(client, name).candidate == "1"
+    _version(client, name, 0.90, label)       # a higher figure, but judged another way
+    _version(client, name, 0.55, {"relevance": "inclusion", "top_k": 5})
+    d = registry.promote(client, name)
+    assert d.action == "noop" and _production(client, name) == "1"
+    assert "relevance=label, top_k=10, not relevance=inclusion, top_k=10" in d.refused["2"]
+    assert "top_k=5" in d.refused["3"]
+    _version(client, name, 0.60, inclusion)
+    d = registry.promote(client, name)
+    assert d.action == "promote" and d.candidate == "4" and _production(client, name) == "4"
 
 
 # --------------------------------------------------------------------------- the real model
@@ -128,8 +169,12 @@ def test_register_round_trip_and_tags(retrieval_world, retrieval_params, store, 
 
     version = _register(retrieval_world, retrieval_params, store)
     mv = client.get_model_version("track2-ensemble", version)
-    assert mv.tags["validation"] == "passed" and float(mv.tags["val_official_map10"]) > 0.9
-    assert mv.tags["git_commit"] and mv.tags["data_hash"] and mv.tags["distance"] == retrieval_params.retrieve.distance
+    assert mv.tags["validation"] == "passed" and float(mv.tags["val.all.official_map10"]) > 0.9
+    lineage, ranker = json.loads(mv.tags["lineage"]), json.loads(mv.tags["ranker"])
+    assert lineage["git_commit"] and lineage["data_hash"] and ranker["distance"] == retrieval_params.retrieve.distance
+    assert json.loads(mv.tags["metric_definition"]) == {"relevance": retrieval_params.retrieve.relevance,
+                                                        "top_k": retrieval_params.retrieve.top_k}
+    assert len(mv.tags) <= 14, sorted(mv.tags)  # compact: details live in the JSON tags
     aliases = client.get_registered_model("track2-ensemble").aliases
     assert str(aliases["challenger"]) == str(version)
     assert str(aliases["production"]) == str(version)  # register.promote is true by default
@@ -167,11 +212,17 @@ def test_search_and_promote_commands(retrieval_world, retrieval_params, store, m
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     ranked = [ln.strip() for ln in lines if ln.strip()[:3] == "1. "]
-    assert lines[0].startswith("vehicle:") and ranked and ranked[0].startswith("1. vehicle_")
+    assert lines[0] == "model: track2-ensemble version 1 (@production)"  # which version answered
+    assert lines[1].startswith("vehicle:") and ranked and ranked[0].startswith("1. vehicle_")
     assert any(ln.startswith("[decoupled]") for ln in lines)  # which path answered
     assert Image.open(retrieval_world / "g.png").size[0] > 200
     res = CliRunner().invoke(app, ["promote", "--dry-run", "--margin", "0.5"])
     assert res.exit_code == 0 and res.output.startswith("noop:"), res.output
+    res = CliRunner().invoke(app, ["promote", "--metric", "val_official_map10"])  # not a known name
+    assert res.exit_code == 2 and "unknown metric 'val_official_map10'" in res.output
+    assert "val.all.official_map10" in res.output
+    res = CliRunner().invoke(app, ["promote", "--list-metrics"])
+    assert res.exit_code == 0 and "val.all.official_map10" in res.output.splitlines()
     res = CliRunner().invoke(app, ["search", "A male pedestrian.", "--alias", "nope"])
     assert res.exit_code == 2 and "cannot load models:/track2-ensemble@nope" in res.output
 

@@ -24,7 +24,7 @@ def _model(client, versions):
     name = f"rel{next(_names)}"
     client.create_registered_model(name)
     for validation, value, *extra in versions:
-        tags = {"validation": validation, "val_official_map10": str(value), **(extra[0] if extra else {})}
+        tags = {"validation": validation, "val.all.official_map10": str(value), **(extra[0] if extra else {})}
         client.create_model_version(name, "file:///nowhere", tags=tags)
     return name
 
@@ -66,7 +66,7 @@ def test_second_promote_keeps_the_winning_record_and_history(client):
     name = _model(client, [("passed", 0.5), ("passed", 0.6), ("failed", 0.99)])
     registry.promote(client, name)                       # v2: no production yet
     client.create_model_version(name, "file:///nowhere",  # v4 loses to v2
-                                tags={"validation": "passed", "val_official_map10": "0.55"})
+                                tags={"validation": "passed", "val.all.official_map10": "0.55"})
     d2 = registry.promote(client, name)
     d3 = registry.promote(client, name)
     assert d2.action == d3.action == "noop" and _production(client, name) == "2"
@@ -74,7 +74,7 @@ def test_second_promote_keeps_the_winning_record_and_history(client):
     assert winner["promotion.decision"] == "promote" and winner["promotion.state"] == "applied"
     assert "no production model yet" in winner["promotion.reason"]
     assert winner["promotion.last_check"].endswith("is already the best validated version on "
-                                                   "val_official_map10 (0.6000)")
+                                                   "val.all.official_map10 (0.6000)")
     # the losing challenger and the refused version have their own records
     loser = _tags(client, name, 4)
     assert loser["promotion.decision"] == "noop" and "version 2 has 0.6000" in loser["promotion.reason"]
@@ -92,7 +92,7 @@ def test_second_promote_keeps_the_winning_record_and_history(client):
 def test_losing_challenger_gets_its_own_record(client):
     name = _model(client, [("passed", 0.6)])
     registry.promote(client, name)
-    client.create_model_version(name, "file:///nowhere", tags={"validation": "passed", "val_official_map10": "0.61"})
+    client.create_model_version(name, "file:///nowhere", tags={"validation": "passed", "val.all.official_map10": "0.61"})
     d = registry.promote(client, name, margin=0.05)
     assert d.action == "noop" and d.candidate == "2"
     assert _tags(client, name, 2)["promotion.decision"] == "noop"
@@ -143,9 +143,10 @@ def test_repair_after_killed_promote(client, alias_moved):
     ends consistent: applied when the alias moved, interrupted (and decided anew) when not."""
     name = _model(client, [("passed", 0.5), ("passed", 0.6)])
     registry.promote(client, name, margin=1.0)  # v2 beats nothing yet: production = v2
-    client.create_model_version(name, "file:///nowhere", tags={"validation": "passed", "val_official_map10": "0.7"})
+    client.create_model_version(name, "file:///nowhere", tags={"validation": "passed", "val.all.official_map10": "0.7"})
     for k, v in {"promotion.decision": "promote", "promotion.reason": "version 3 beats production",
-                 "promotion.incumbent": "2", "promotion.state": "pending", "promotion.by": _dead_owner()}.items():
+                 "promotion.state": "pending",
+                 "promotion.record": json.dumps({"incumbent": "2", "by": _dead_owner()})}.items():
         client.set_model_version_tag(name, "3", k, v)
     if alias_moved:
         client.set_registered_model_alias(name, PRODUCTION, "3")
@@ -163,7 +164,7 @@ def test_repair_after_killed_promote(client, alias_moved):
 def test_pending_promotion_of_a_live_process_is_left_alone(client):
     name = _model(client, [("passed", 0.5)])
     client.set_model_version_tag(name, "1", "promotion.state", "pending")
-    client.set_model_version_tag(name, "1", "promotion.by", registry._by())  # this process
+    client.set_model_version_tag(name, "1", "promotion.record", json.dumps({"by": registry._by()}))  # this process
     assert registry.repair(client, name) == []
 
 

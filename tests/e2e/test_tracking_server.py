@@ -220,7 +220,7 @@ def _consistent(c, name: str) -> dict:
     if "production" in aliases:
         t = versions[aliases["production"]].tags
         assert t["promotion.decision"] == "promote" and t["promotion.state"] == "applied", t
-        assert registry.refusal(versions[aliases["production"]], "val_official_map10") is None
+        assert registry.refusal(versions[aliases["production"]], "val.all.official_map10") is None
     assert not [v for v in versions.values() if v.tags.get("promotion.state") == "pending"]
     return aliases
 
@@ -239,7 +239,7 @@ def test_register_killed_between_registry_calls(world, shared_server, point, exp
     assert c.get_run(left.run_id).info.status == "RUNNING"  # as a kill -9 leaves it
     from pipeline import registry
 
-    assert registry.refusal(left, "val_official_map10").startswith("registration incomplete")
+    assert registry.refusal(left, "val.all.official_map10").startswith("registration incomplete")
     # The next registry command (here a promote) repairs first: the leftover that holds
     # challenger lacked only its last tag and is completed (then promotable); the other is
     # abandoned and never promoted. The dead run is ended KILLED either way.
@@ -267,7 +267,7 @@ def test_promote_killed_between_registry_calls(tmp_path, shared_server, point):
     c = client(server.uri)
     c.create_registered_model(name)
     for value in ("0.5", "0.6"):
-        c.create_model_version(name, SOURCE, tags={"validation": "passed", "val_official_map10": value,
+        c.create_model_version(name, SOURCE, tags={"validation": "passed", "val.all.official_map10": value,
                                                               "registration": "complete"})
     c.set_registered_model_alias(name, "production", "1")
     named_params(tmp_path, name)
@@ -297,7 +297,7 @@ def test_concurrent_promotes_end_consistent_with_the_winning_record(tmp_path, sh
     c = client(server.uri)
     c.create_registered_model(name)
     for validation, value in (("passed", "0.5"), ("passed", "0.6"), ("failed", "0.9"), ("passed", "0.55")):
-        c.create_model_version(name, SOURCE, tags={"validation": validation, "val_official_map10": value,
+        c.create_model_version(name, SOURCE, tags={"validation": validation, "val.all.official_map10": value,
                                                               "registration": "complete"})
     c.set_registered_model_alias(name, "production", "1")
     named_params(tmp_path, name)
@@ -314,7 +314,7 @@ def test_concurrent_promotes_end_consistent_with_the_winning_record(tmp_path, sh
     aliases = _consistent(c, name)
     assert aliases["production"] == "2"
     winner = c.get_model_version(name, "2").tags
-    assert winner["promotion.decision"] == "promote" and winner["promotion.incumbent"] == "1"
+    assert winner["promotion.decision"] == "promote" and json.loads(winner["promotion.record"])["incumbent"] == "1"
     assert "beats production (version 1)" in winner["promotion.reason"]
     assert c.get_model_version(name, "1").tags["promotion.replaced_by"] == "2"
     assert c.get_model_version(name, "3").tags["promotion.decision"] == "refused"

@@ -199,7 +199,7 @@ def test_tracked_stage_registers_its_own_model(baseline_world, tmp_path, monkeyp
     aliases = client.get_registered_model("track2-clip-baseline").aliases
     assert str(aliases["challenger"]) == reg["version"] == str(aliases["production"])
     mv = client.get_model_version("track2-clip-baseline", reg["version"])
-    assert mv.tags["validation"] == "passed" and "val_official_map10" in mv.tags
+    assert mv.tags["validation"] == "passed" and "val.all.official_map10" in mv.tags
     run_ = client.get_run(mv.run_id)
     curve = client.get_metric_history(run_.info.run_id, "epoch_loss")
     assert [m.step for m in curve] == [1, 2]
