@@ -9,6 +9,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def pytest_configure(config) -> None:
+    """Hypothesis (tests/code/test_reliability_properties.py): under ``CI`` derandomized and without
+    the example database, so a red CI run reproduces exactly; elsewhere random, with the database in
+    ``.hypothesis/`` (git-ignored) replaying the last failures first."""
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
 # ------------------------------------------------------------------ synthesize (issue: foundation)
 
 
