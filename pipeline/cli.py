@@ -408,6 +408,8 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
            alias: str = typer.Option("production", "--alias", help="Registry alias to load."),
            model_name: Optional[str] = typer.Option(None, "--model", help="Registered model (default: "
                                                     "register.model_name; the baseline: baseline.model_name)."),
+           gallery: Optional[Path] = typer.Option(None, "--gallery", help="Rank this gallery instead of the "
+                                                  "bundled one: the gallery.npz that `predict` wrote."),
            params: Path = ParamsOption) -> None:
     """Rank the gallery for a caption with models:/<register.model_name>@production."""
     from pipeline import serving, tracking
@@ -417,6 +419,8 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
         serving.check_caption(caption)
         serving.check_top_k(top, "--top")
         check_outputs([grid])
+        if gallery is not None and not gallery.is_file():
+            raise serving.InputError(f"gallery {gallery} not found (python -m pipeline predict writes one)")
     except (serving.InputError, OutputError) as e:
         fail(str(e))
     import mlflow
@@ -428,6 +432,8 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
     try:
         tracking.connect()
         model = mlflow.pyfunc.load_model(uri)
+        if gallery is not None:  # a gallery built by `predict`
+            serving.use_gallery(model.unwrap_python_model(), gallery)
         version = mlflow.MlflowClient().get_model_version_by_alias(model_name or p.register.model_name, alias)
     except tracking.TrackingError as e:
         fail(str(e))
@@ -452,5 +458,101 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
             paths = dict(read_table(p.base.prepared_dir, "images", ["name", "path"]).itertuples(index=False))
         except FileNotFoundError:
             paths = {}  # no prepared tables here: the grid shows the names without pictures
+        if gallery is not None and (gallery.parent / "report.json").exists():  # predict's: the image folder
+            import json
+
+            folder = Path(json.loads((gallery.parent / "report.json").read_text())["images_dir"])
+            paths = {n: str(folder / n) for n in out["image_names"]}
         draw_grid(caption, list(out["image_names"]), None, paths, grid)
         typer.echo(f"grid: {grid}")
+
+
+@app.command("ablation")
+def ablation_cmd(rows: Optional[str] = typer.Option(None, "--rows", help="Comma-separated rows (default: all): "
+                                                    "clip, multitask, full-ft, single, full-distance, no-crops, "
+                                                    "no-pseudo, no-class-weights, ensemble."),
+                 seeds: str = typer.Option("0,1", "--seeds", help="Comma-separated train seeds; headline rows "
+                                           "(clip, single, ensemble) get all, the others the first."),
+                 profile: Optional[str] = typer.Option(None, "--profile", help="base.profile of every "
+                                                       "experiment (default: params.yaml's)."),
+                 reuse: bool = typer.Option(False, "--reuse", help="Only collect experiments already run."),
+                 out: Path = typer.Option(Path("reports"), "--out", help="[out] Folder of ablation.md/.png/.json."),
+                 timeout: float = typer.Option(6 * 3600, "--timeout", help="Seconds to wait for the queue.")) -> None:
+    """The ablation table: each row a queued DVC experiment per seed, collected into ablation.md/.png."""
+    import shlex
+    import sys
+
+    from pipeline.ablation import AblationError, parse_list
+    from pipeline.ablation import ablation as run_ablation
+
+    if profile is not None and profile not in ("smoke", "default", "full"):
+        fail(f"unknown profile {profile!r}; expected smoke, default or full")
+    command = "python -m pipeline " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        result = run_ablation(Path.cwd(), parse_list(rows) or None, parse_list(seeds, int), profile, reuse, out,
+                              command, timeout_s=timeout)
+    except AblationError as e:
+        fail(str(e))
+    missing = [n for names in result.missing.values() for n in names]
+    typer.echo(f"ablation: {sum(map(len, result.experiments.values()))} experiments -> {out / 'ablation.md'}"
+               + (f"; missing or failed: {', '.join(missing)}" if missing else ""))
+    if missing:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ predict (issue 15: large galleries)
+
+@app.command()
+def predict(images: Path = typer.Option(..., "--images", help="[in] Folder of .jpg/.jpeg/.png images "
+                                        "(an image's name is its file name)."),
+            out: Path = typer.Option(..., "--out", help="[out] Folder of gallery.npz, report.json, "
+                                     "predictions/ and shards/."),
+            model: Optional[str] = typer.Option(None, "--model", help="models:/<name>@<alias> (or /<version>), "
+                                                "or a local models folder (<domain>/<backbone>/<subtask>.pt); "
+                                                "default: models:/<register.model_name>@production."),
+            shard: Optional[str] = typer.Option(None, "--shard", help="i/n: only shard i (0-based) of n, "
+                                                "merged later by predict-merge. Default: the torchrun rank "
+                                                "(RANK/WORLD_SIZE), else the whole folder."),
+            params: Path = ParamsOption) -> None:
+    """Index an image folder with the production members: the gallery the served model can rank."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train: idle OpenMP threads sleep
+    from pipeline import predict as pr
+    from pipeline.stage import OutputError, check_outputs
+    from pipeline.tracking import TrackingError
+
+    p = load(params)
+    try:  # bad input is refused before any model loads
+        chosen = pr.parse_shard(shard) if shard is not None else pr.shard_from_env()
+        pr.list_images(images)
+        if model is not None and not model.startswith("models:/") and not Path(model).is_dir():
+            raise pr.PredictError(f"models folder {model} not found (train first, or pass --model "
+                                  "models:/<name>@production)")
+        check_outputs([out])
+        r = pr.run(p, pr.PredictIO(images, model or f"models:/{p.register.model_name}@production", out),
+                   chosen if shard is not None else None)
+    except (OutputError, TrackingError, *INPUT_ERRORS) as e:
+        fail(str(e) if not isinstance(e, KeyError) else f"missing key {e}")
+    skipped = r["unreadable"] if isinstance(r["unreadable"], int) else len(r["unreadable"])
+    note = f"; {skipped} unreadable images skipped (listed in the report)" if skipped else ""
+    if r.get("merged") is False:
+        typer.echo(f"shard {r['shard']}/{r['of']}: {r['predicted']} of {r['range'][1] - r['range'][0]} images "
+                   f"at {r['images_per_s']} img/s{note} -> {out}/shards"
+                   + (" (rank 0 merges)" if r.get("ranked") else f" (then: predict-merge --out {out})"))
+    else:
+        typer.echo(f"{r['indexed']} images indexed ({r['routed']}){note} at {r['images_per_s']} img/s "
+                   f"-> {r['gallery']}")
+
+
+@app.command("predict-merge")
+def predict_merge(out: Path = typer.Option(..., "--out", help="[out] The folder the predict shards wrote.")) -> None:
+    """Merge the shards of `predict --shard i/n` into gallery.npz (the same bytes as one process)."""
+    from pipeline import predict as pr
+
+    try:
+        r = pr.merge(out)
+    except INPUT_ERRORS as e:
+        fail(str(e))
+    note = f"; {r['unreadable']} unreadable images skipped (listed in the report)" if r["unreadable"] else ""
+    typer.echo(f"{r['indexed']} images indexed from {r['shards']} shards ({r['routed']}){note} -> {r['gallery']}")

@@ -16,12 +16,18 @@ Hostile input is refused before any ranking, as one line: a caption that is null
 not valid UTF-8 (lone surrogates), and a ``top_k`` that is not a whole number >= 1. Served, that
 is HTTP 400 with the message and no stack trace (an ``INVALID_PARAMETER_VALUE`` MlflowException);
 a ``top_k`` above the gallery size returns the whole gallery.
+
+Another gallery: the model_config key ``gallery`` (a ``gallery.npz`` that ``python -m pipeline
+predict`` built from any image folder) replaces the bundled one when the model loads -
+``mlflow.pyfunc.load_model(uri, model_config={"gallery": path})``, ``MLFLOW_PYFUNC_INFERENCE_CONFIG=
+'{"gallery": "path"}' mlflow models serve ...``, or ``python -m pipeline search --gallery path``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +102,9 @@ class EnsembleRetriever(mlflow.pyfunc.PythonModel):
         config = json.loads(Path(context.artifacts["config"]).read_text())
         self.form = config["distance"]
         self.k = int(config["top_k"])
+        # model_config {"gallery": path}: rank a gallery built by `predict` (any image folder)
+        # instead of the bundled test gallery - load_model(uri, model_config=...) or `search --gallery`.
+        gallery = (getattr(context, "model_config", None) or {}).get("gallery")
         self.index = GalleryIndex.load(context.artifacts["gallery"])
         self.mapping = load_mapping_with(config.get("mapping_loader", DEFAULT_LOADER),
                                          context.artifacts["mapping"])
@@ -106,6 +115,8 @@ class EnsembleRetriever(mlflow.pyfunc.PythonModel):
             from pipeline.baseline.combine import Fallback
 
             self.fallback = Fallback.load(context.artifacts)
+        if gallery:
+            use_gallery(self, gallery)
 
     # A DataFrame hint: MLflow infers no signature from it (the logged one rules) and stays quiet.
     def predict(self, context, model_input: pd.DataFrame, params=None):
@@ -127,6 +138,22 @@ class EnsembleRetriever(mlflow.pyfunc.PythonModel):
 
         return pd.DataFrame({"caption": captions, **paths(captions, parsed, r, self.index, self.form, k,
                                                           getattr(self, "fallback", None))})
+
+
+def use_gallery(model: Any, path: str | Path) -> None:
+    """Make a loaded :class:`EnsembleRetriever` rank the gallery at ``path`` (a ``gallery.npz``
+    written by ``predict``) instead of its bundled one. Works on models registered before the
+    ``gallery`` model_config existed too (their bundled code ignores it)."""
+    from pipeline.rank import GalleryIndex
+
+    model.index = GalleryIndex.load(path)
+    fallback = getattr(model, "fallback", None)
+    if fallback is not None and not set(model.index.names.tolist()) <= set(fallback.embeddings):
+        # Its embeddings cover the bundled test gallery only: a caption the mapping cannot read
+        # gets the `none` answer on another gallery rather than a ranking of images it never saw.
+        logging.getLogger(__name__).warning("gallery %s: the dual-encoder fallback has no embeddings for "
+                                            "its images; only captions the mapping reads are ranked", path)
+        model.fallback = None
 
 
 def write_artifacts(folder: Path, gallery: Path, mapping: Path, distance: str, top_k: int,
@@ -161,8 +188,11 @@ def _model_kwargs(artifacts: dict[str, str], example_captions: list[str],
     model.load_context(context)
     example = pd.DataFrame({"caption": example_captions})
     signature = infer_signature(example, model.predict(context, example), params={"top_k": model.k})
+    # model_config "gallery" (empty: the bundled one) may be set when the model loads:
+    # load_model(uri, model_config={"gallery": path}), or MLFLOW_PYFUNC_INFERENCE_CONFIG for
+    # `mlflow models serve` - a gallery built by `predict`.
     return dict(python_model=model, artifacts=artifacts, signature=signature, input_example=example,
-                code_paths=code_paths,
+                code_paths=code_paths, model_config={"gallery": ""},
                 pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={numpy.__version__}",
                                   f"pandas=={pd.__version__}", f"pyyaml=={yaml.__version__}"]
                 + (_fallback_requirements() if "fallback_model" in artifacts else []))
