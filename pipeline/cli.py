@@ -76,15 +76,43 @@ def out_paths() -> list[Path]:
             and ((getattr(o, "help", None) or "").startswith("[out]") or o.name == "checkpoints")]
 
 
+def command_argv() -> list[str]:
+    """The running command's own command line (after ``python -m pipeline``), rebuilt from its
+    parsed options: what a re-launch of it (train under DDP) runs again."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+
+    ctx = get_current_context()
+    argv = ["--verbose"] if ctx.find_root().params.get("verbose") else []
+    argv.append(ctx.info_name)
+    for o in ctx.command.params:
+        value = ctx.params.get(o.name)
+        if value is None or not getattr(o, "opts", None):
+            continue
+        if getattr(o, "is_flag", False):
+            if o.secondary_opts:
+                argv.append(o.opts[0] if value else o.secondary_opts[0])
+            elif value:
+                argv.append(o.opts[0])
+        else:
+            argv += [o.opts[0], str(value)]
+    return argv
+
+
 def stage(name: str, run: Callable, params_path: Path, io: Any, track: bool, **kwargs: Any) -> dict:
     """Run a stage through :func:`pipeline.stage.execute`; bad input exits 2 with its message
     (outputs that cannot be written and an unreachable tracking server too, before any work)."""
     from pipeline.stage import check_outputs, execute
     from pipeline.tracking import TrackingError, check_reachable, tracking_uri
 
+    import os
+
     params = load(params_path)
     try:
-        check_outputs(out_paths())
+        if os.environ.get("RANK", "0") == "0":  # under DDP (train) other ranks write nothing, not even probes
+            check_outputs(out_paths())
         if track:
             check_reachable(tracking_uri())  # before MLflow's import: a dead server is told in seconds
         return execute(name, run, params, io, track=track, **kwargs)
@@ -176,6 +204,17 @@ def train(domain: str = typer.Option(..., help="pedestrian, vehicle or router.")
         fail(f"unknown domain {domain!r}; expected one of {list(schema.TRAINING_DOMAINS)}")
     if backbone not in backbones.list_backbones():
         fail(f"unknown backbone {backbone!r}; registered: {backbones.list_backbones()}")
+    from pipeline.train import distributed
+
+    nproc = load(params).train.nproc
+    if nproc > 1 and not distributed.launched():
+        # train.nproc ranks of this same command (DDP); dvc.yaml stays one command per stage.
+        raise typer.Exit(distributed.launch(["-m", "pipeline", *command_argv()], nproc))
+    if not distributed.is_main():
+        # Rank 0 alone logs progress, writes the outputs and opens the MLflow runs.
+        logging.getLogger().setLevel(logging.WARNING)
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        track = False
     from pipeline.train.loop import Interrupted
     from pipeline.train.stage import TrainIO, run
 
@@ -185,7 +224,9 @@ def train(domain: str = typer.Option(..., help="pedestrian, vehicle or router.")
                   data=(prepared,), tags={"domain": domain, "backbone": backbone})
     except Interrupted as e:
         fail(f"{e}; rerun to resume from the last checkpoint", code=3)
-    typer.echo(f"{domain}/{backbone}: {r['beats_majority']} subtasks beat the majority baseline in {r['time_s']:.0f}s")
+    if r:  # ranks other than 0 return no report
+        typer.echo(f"{domain}/{backbone}: {r['beats_majority']} subtasks beat the majority baseline "
+                   f"in {r['time_s']:.0f}s")
 
 
 @app.command()

@@ -133,9 +133,11 @@ class TrainParams(Section):
     device: Device
     amp: bool
     threads: NonNegInt
+    nproc: PosInt  # DDP ranks on this machine (pipeline/train/distributed.py); torchrun's world wins
     workers: PosInt
     log_models: bool
     keep_checkpoints: bool
+    seed: NonNegInt  # offset to base.seed for the training draws (ablation seeds keep the data)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
@@ -210,6 +212,7 @@ class BaselineParams(Section):
     metric: Annotated[str, Field(min_length=1)]
     margin: Annotated[float, Field(ge=0.0)]
     promote: bool
+    seed: NonNegInt  # offset to base.seed for the training draws, as train.seed
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
     b = params.baseline
     t_start, cpu_start = time.perf_counter(), time.process_time()
     status = check_gate(io.gate)
-    torch.manual_seed(params.base.seed)
+    torch.manual_seed(params.base.seed + b.seed)
     if b.threads:
         torch.set_num_threads(b.threads)
     device = pick_device(b.device)
@@ -217,7 +217,7 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
 
             mlflow.log_metrics({f"epoch_{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
 
-    fit_cfg = FitConfig(b.epochs, b.batch_size, b.lr, b.weight_decay, b.warmup_frac, params.base.seed,
+    fit_cfg = FitConfig(b.epochs, b.batch_size, b.lr, b.weight_decay, b.warmup_frac, params.base.seed + b.seed,
                         b.train_flip)
     train_rows = np.arange(len(pairs))
     history = fit(clip, image_tail, source, train_rows, text_embed, pairs, fit_cfg, evaluate, on_epoch)
@@ -294,10 +294,11 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:
-    """``{split: {domain: {HEADLINE...}}, time_s}`` of the stage's metrics."""
+    """``{split: {domain: {HEADLINE...}}, time_s, cpu_s}`` of the stage's metrics."""
     out: dict[str, Any] = {s: {d: {k: m[k] for k in HEADLINE} for d, m in result[s].items()}
                            for s in schema.EVAL_SPLITS if s in result}
     out["time_s"] = result["training"]["time_s"]
+    out["cpu_s"] = result["training"]["cpu_s"]
     return out
 
 

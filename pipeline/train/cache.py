@@ -97,28 +97,51 @@ class CachedFeatures(FeatureSource):
     def __init__(self, prefix, paths, boxes, size, mean, std, *, interpolation="bilinear",
                  device="cpu", amp=False, batch_size=64, workers=2, disk_dir: str | Path | None = None,
                  flip_rows: np.ndarray | None = None, keep_aspect: bool = False):
+        from pipeline.train import distributed
+
         super().__init__(prefix, mean, std, device, amp)
         self.store: dict[tuple[str, bool], object] = {}
         self._tmp = None
         flipped = np.ones(len(paths), bool) if flip_rows is None else np.isin(np.arange(len(paths)), flip_rows)
         self.flipped = flipped
-        for start, pixels in read_pixels(paths, boxes, size, interpolation, workers, "prefix cache",
-                                            keep_aspect):
+        # Under DDP each rank runs the prefix on its shard (rows rank::world), then the shards are
+        # all-gathered: every rank ends with the whole cache, rows in their original order.
+        sharded = distributed.is_distributed()
+        mine = np.arange(distributed.rank(), len(paths), distributed.world_size()) if sharded \
+            else np.arange(len(paths))
+        for start, pixels in read_pixels([paths[i] for i in mine], boxes, size, interpolation, workers,
+                                         "prefix cache", keep_aspect):
             for crop, px in pixels.items():
+                rows_of = mine[start:start + len(px)]  # the chunk's rows in the full image list
                 for flip in (False, True):
                     # Flipped views only where asked for (TTA rows, training rows with flip augmentation).
-                    rows = np.flatnonzero(flipped[start:start + len(px)]) if flip else np.arange(len(px))
+                    rows = np.flatnonzero(flipped[rows_of]) if flip else np.arange(len(px))
                     for s in range(0, len(rows), batch_size):
                         r = rows[s:s + batch_size]
                         f = self.run_prefix(px[r], flip).cpu()
                         key = (crop, flip)
                         if key not in self.store:
                             self.store[key] = self._allocate(len(paths), f.shape[1:], crop, flip, disk_dir)
-                        self.store[key][start + r] = f.numpy() if disk_dir else f
+                        self.store[key][rows_of[r]] = f.numpy() if disk_dir else f
+        if sharded:
+            self._gather(len(paths), disk_dir)
         self.shape = next(iter(self.store.values())).shape
         mb = sum(np.prod(v.shape) * 4 for v in self.store.values()) / 2**20
         log.info("prefix cache: %d images x %d views, features %s, %.0f MB (%s)", len(paths),
                  len(self.store), tuple(self.shape[1:]), mb, "disk" if disk_dir else "memory")
+
+    def _gather(self, n: int, disk_dir) -> None:
+        """Every rank's shard to every rank. A rank whose shard had no row of a view (no flipped
+        row, say) allocates it from the others' shapes, so all ranks gather the same views."""
+        from pipeline.train import distributed
+
+        shapes: dict[tuple[str, bool], tuple[int, ...]] = {}
+        for theirs in distributed.all_gather_objects({k: tuple(v.shape[1:]) for k, v in self.store.items()}):
+            shapes.update(theirs)
+        for key in sorted(shapes):
+            if key not in self.store:
+                self.store[key] = self._allocate(n, shapes[key], *key, disk_dir)
+            distributed.gather_shards(self.store[key], n, self.device)
 
     def _allocate(self, n, shape, crop, flip, disk_dir):
         import torch

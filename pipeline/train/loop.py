@@ -17,8 +17,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from pipeline.train.cache import FeatureSource
+from pipeline.train.data import MISSING
 from pipeline.train.model import SubtaskNet, masked_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,63 @@ def predict(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray
             for name, v in out.items()}
 
 
+def _wrap_ddp(net: SubtaskNet, device: str):
+    """``net`` in DistributedDataParallel: the gradients are averaged over the ranks in backward.
+    Every parameter of tail and heads takes part in each step, so no unused-parameter search."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.startswith("cuda"):
+        # GPUs only: SyncBatchNorm has no CPU kernel, so on CPU (gloo) each rank normalises over
+        # its share of the batch (docs/training.md states what that changes).
+        try:
+            from timm.layers import convert_sync_batchnorm
+        except ImportError:
+            convert_sync_batchnorm = torch.nn.SyncBatchNorm.convert_sync_batchnorm
+        net.tail = convert_sync_batchnorm(net.tail)
+        return DistributedDataParallel(net, device_ids=[torch.device(device).index])
+    return DistributedDataParallel(net)
+
+
+def _shard_loss(model, source: FeatureSource, crop: str, index: np.ndarray, rows: torch.Tensor,
+                flips: torch.Tensor, y_all: torch.Tensor, w: Sequence[torch.Tensor | None],
+                heads: Sequence[str], device: str) -> torch.Tensor:
+    """This rank's part of the global batch ``rows`` (``rows[rank::world]``) and its loss, scaled
+    so that DDP's gradient average equals the gradient of one process's masked, weighted mean.
+
+    Each head's denominator (the labelled rows' class weights) is that of the whole global
+    batch, known to every rank without communication; the rank's sum over its rows times
+    ``world`` over it, averaged over the ranks, is the global mean. A rank left without a row (a
+    last batch smaller than the world) still runs one row, weighted 0, as DDP needs every rank
+    in every backward.
+    """
+    from pipeline.train import distributed
+
+    world, rank = distributed.world_size(), distributed.rank()
+    mine = rows[rank::world]
+    scale = 1.0
+    if not len(mine):
+        mine, scale = rows[:1], 0.0
+    y_global = y_all[rows]
+    x = source.mixed(crop, torch.as_tensor(index)[mine], flips[mine])
+    y = y_all[mine].to(device)
+    with torch.autocast("cuda", enabled=source.amp):
+        logits = model(x)
+    loss = None
+    for j, h in enumerate(heads):
+        labelled = y_global[:, j] != MISSING
+        weight = w[j]
+        den = float(labelled.sum()) if weight is None else float(weight.cpu()[y_global[labelled, j]].sum())
+        mask = y[:, j] != MISSING
+        z = logits[h]
+        if den > 0 and bool(mask.any()):
+            part = F.cross_entropy(z[mask].float(), y[mask, j], weight=weight, reduction="sum")
+            part = part * (world / den)
+        else:
+            part = z.sum() * 0.0  # in the graph, so that DDP sees a gradient for every parameter
+        loss = part if loss is None else loss + part
+    return loss * scale
+
+
 def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, targets: np.ndarray,
         weights: Sequence[torch.Tensor | None], cfg: FitConfig, checkpoint: Path, *,
         evaluate: Callable[[SubtaskNet], dict[str, float]] | None = None,
@@ -109,9 +168,12 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
     """
     from tqdm import tqdm
 
+    from pipeline.train import distributed
+
     device = source.device
     net.to(device)
     heads = net.names
+    ddp = distributed.is_distributed()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(index) / cfg.batch_size))
@@ -123,6 +185,7 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
     w = [None if x is None else x.to(device) for x in weights]
     history: list[dict[str, float]] = []
     start = 0
+    distributed.barrier()  # rank 0 wrote the checkpoint every rank now reads
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         net.load_state_dict(state["net"])
@@ -134,6 +197,7 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
             log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start)
         for record in history if on_epoch else ():
             on_epoch(record)
+    model = _wrap_ddp(net, device) if ddp else net
     for epoch in range(start, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout
@@ -146,23 +210,27 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
                    unit="batch")
         for step in bar:
             rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = source.mixed(crop, torch.as_tensor(index)[rows], flips[rows])
-            y = y_all[rows].to(device)
-            with torch.autocast("cuda", enabled=source.amp):
-                logits = net(x)
-            loss = sum(masked_cross_entropy(logits[h], y[:, j], w[j]) for j, h in enumerate(heads))
+            if ddp:
+                loss = _shard_loss(model, source, crop, index, rows, flips, y_all, w, heads, device)
+            else:
+                x = source.mixed(crop, torch.as_tensor(index)[rows], flips[rows])
+                y = y_all[rows].to(device)
+                with torch.autocast("cuda", enabled=source.amp):
+                    logits = net(x)
+                loss = sum(masked_cross_entropy(logits[h], y[:, j], w[j]) for j, h in enumerate(heads))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             sched.step()
             seen += len(rows)
-            loss_value = float(loss.detach())
+            loss_value = float(distributed.all_reduce_mean(loss.detach()))  # the global batch's loss
             total_loss += loss_value * len(rows)
             bar.set_postfix(loss=f"{loss_value:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         bar.close()
         record = {"epoch": epoch + 1, "loss": total_loss / max(1, seen),
                   "epoch_s": time.perf_counter() - t0, "lr": sched.get_last_lr()[0]}
+        distributed.broadcast_state(net)  # rank 0's BatchNorm statistics, as DDP's next forward would
         if evaluate is not None:
             record.update(evaluate(net))
         history.append(record)
@@ -170,8 +238,9 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
             on_epoch(record)
         log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
                  ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
-        _save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-               "scaler": scaler.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
+        if distributed.is_main():
+            _save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                   "scaler": scaler.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
         if budget is not None:
             budget.tick()
     net.eval()

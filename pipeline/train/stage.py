@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline import schema, tracking
 from pipeline.config import Params
+from pipeline.train import distributed
 from pipeline.train.data import MISSING, DomainData, class_weights, crop_box, crop_of, load_domain
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def train_subtask(params: Params, data: DomainData, source, tail, num_features: 
     index, y = train_idx[keep], y[keep]
     if not len(index):
         raise ValueError(f"subtask {name!r} of {data.domain} has no labelled training image")
-    seed = params.base.seed + zlib.crc32(name.encode()) % 100_000
+    seed = params.base.seed + params.train.seed + zlib.crc32(name.encode()) % 100_000
     torch.manual_seed(seed)
     net = SubtaskNet(copy.deepcopy(tail), {g.name: make_head(num_features, g.n_classes, tp.head_dropout)
                                            for g in groups})
@@ -140,9 +141,12 @@ def train_subtask(params: Params, data: DomainData, source, tail, num_features: 
     cfg = FitConfig(epochs=tp.epochs[data.domain], batch_size=tp.batch_size, lr=tp.lr,
                     weight_decay=tp.weight_decay, warmup_frac=tp.warmup_frac, seed=seed,
                     train_flip=tp.train_flip)
+    main = distributed.is_main()  # under DDP rank 0 alone evaluates, reports and logs
     history = fit(net, source, crop, index, y, weights, cfg, ckpt_dir / f"{name}.pt",
-                  evaluate=evaluate if tp.eval_every_epoch else None, budget=budget,
+                  evaluate=evaluate if tp.eval_every_epoch and main else None, budget=budget,
                   desc=f"{data.domain}/{name}", on_epoch=on_epoch)
+    if not main:
+        return SubtaskResult(name, groups, crop, net, history, len(index))
     probs = predict(net, source, crop, val_idx_l, tta=tp.tta_flip)
     metrics = {}
     for j, g in enumerate(groups):
@@ -219,10 +223,12 @@ def setup_torch(params: Params) -> str:
     """Seed, determinism and threads; return the device."""
     import torch
 
-    torch.manual_seed(params.base.seed)
+    torch.manual_seed(params.base.seed + params.train.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
+    elif distributed.world_size() > 1:
+        torch.set_num_threads(distributed.threads_per_rank())  # the machine's cores shared by its ranks
     return pick_device(params.train.device)
 
 
@@ -293,7 +299,7 @@ def make_report(params: Params, io: TrainIO, bb: Backbone, device: str, data: Do
     return {
         "domain": io.domain, "backbone": io.backbone, "trainable": bb.trainable,
         "input_size": list(bb.size), "epochs": tp.epochs[io.domain], "cache": tp.cache,
-        "multitask": tp.multitask, "device": device,
+        "multitask": tp.multitask, "device": device, "ranks": distributed.world_size(),
         # CPU seconds (all threads) next to wall time: on a shared machine wall time says
         # more about the neighbours than about this stage.
         **{k: round(v, 2) for k, v in times.items()},
@@ -306,11 +312,12 @@ def make_report(params: Params, io: TrainIO, bb: Backbone, device: str, data: Do
 
 
 def headline(report: dict[str, Any]) -> dict[str, float]:
-    """Means over the subtasks (val accuracy and mA), how many beat the majority class, the time."""
+    """Means over the subtasks (val accuracy and mA), how many beat the majority class, wall and CPU time."""
     subtasks = list(report["subtasks"].values())
     return {"val_acc": float(np.mean([m["val_acc"] for m in subtasks])),
             "val_mA": float(np.mean([m["val_mA"] for m in subtasks])),
-            "subtasks_beating_majority": report["subtasks_beating_majority"], "time_s": report["time_s"]}
+            "subtasks_beating_majority": report["subtasks_beating_majority"], "time_s": report["time_s"],
+            "cpu_s": report["cpu_s"]}
 
 
 def run(params: Params, io: TrainIO, budget=None) -> dict[str, Any]:
@@ -318,15 +325,25 @@ def run(params: Params, io: TrainIO, budget=None) -> dict[str, Any]:
 
     Inside a tracked stage run (pipeline/stage.py) each subtask also gets a child run and a
     registered model. ``budget`` (tests) interrupts after a number of epochs, as a crash would.
+    Under ``torchrun`` (or ``train.nproc`` > 1) this process is one DDP rank (distributed.py).
     """
-    from pipeline.stage import write_metrics
-    from pipeline.train.cache import build_features
     from pipeline.train.loop import EpochBudget
-    from pipeline.train.outputs import save_subtask, write_predictions
 
     t_start, cpu_start = time.perf_counter(), time.process_time()
     check_gate(io.gate)
     device = setup_torch(params)
+    with distributed.process_group(device) as device:
+        return _run(params, io, budget or EpochBudget(), device, t_start, cpu_start)
+
+
+def _run(params: Params, io: TrainIO, budget, device: str, t_start: float,
+         cpu_start: float) -> dict[str, Any]:
+    """:func:`run` once the process group (if any) is up. Under DDP every rank builds its share
+    of the cache and trains; rank 0 alone predicts and writes (the others return ``{}``)."""
+    from pipeline.stage import write_metrics
+    from pipeline.train.cache import build_features
+    from pipeline.train.outputs import save_subtask, write_predictions
+
     data = load_domain(io.prepared, io.domain)
     bb = build_backbone(params, io.domain, io.backbone)
     tp = params.train
@@ -341,7 +358,10 @@ def run(params: Params, io: TrainIO, budget=None) -> dict[str, Any]:
                             keep_aspect=io.domain in tp.keep_aspect)
     t_cache = time.perf_counter() - t_start
     ckpt_root = io.checkpoints / fingerprint(params, io)
-    results, pseudo = train_all(params, data, source, bb, io.backbone, ckpt_root, budget or EpochBudget())
+    results, pseudo = train_all(params, data, source, bb, io.backbone, ckpt_root, budget)
+    if not distributed.is_main():
+        source.close()
+        return {}
     write_predictions(io.predictions, data, predict_splits(params, data, source, results))
     for res in results.values():
         save_subtask(io.models, res, io.backbone, bb.trainable, bb.size, bb.norm)
