@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Every output root moved away from its default; the release stays where synthesize writes it.
 MOVED_ROOTS = {"prepared_dir": "out/prepared", "mapping_dir": "out/mapping", "models_dir": "out/models",
                "predictions_dir": "out/predictions", "retrieval_dir": "out/retrieval",
-               "checkpoint_dir": "out/checkpoints", "reports_dir": "out/reports"}
+               "checkpoint_dir": "out/checkpoints", "reports_dir": "out/reports", "baseline_dir": "out/baseline"}
 SMOKE_OVERRIDES: dict[str, dict] = {"base": {"profile": "smoke", **MOVED_ROOTS}}
 R = {k: Path(v) for k, v in MOVED_ROOTS.items()}
 

@@ -64,7 +64,7 @@ def test_prepared_tables_and_mapping(smoke_repo):
 def test_nothing_is_written_under_the_default_roots(smoke_repo):
     """Moved roots are honoured by every stage: no stage hard-codes a default path."""
     for default in ("reports", "data/prepared", "data/mapping", "data/models", "data/predictions",
-                    "data/retrieval", "data/checkpoints"):
+                    "data/retrieval", "data/checkpoints", "data/baseline"):
         leftovers = [p for p in (smoke_repo / default).rglob("*") if p.name != ".gitkeep"] \
             if (smoke_repo / default).exists() else []
         assert not leftovers, f"written under the default {default}: {leftovers[:3]}"
@@ -111,3 +111,4 @@ def test_submission_and_production_model(smoke_repo):
     # register read the moved validation summary (nothing exists at the default reports/)
     assert register["validation"] == "passed" and not (smoke_repo / "reports" / "validation").exists()
     assert register["aliases"]["production"] == register["version"]
+    assert json.loads((smoke_repo / R["baseline_dir"] / "metrics.json").read_text())["val"]  # the baseline, moved too
