@@ -26,7 +26,7 @@ from pipeline.formats import (
     table_frame, write_table,
 )
 from pipeline.formats.lines import Reject
-from pipeline.stage import write_metrics
+from pipeline.stage import write_atomic, write_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,7 +59,7 @@ def run(params: Params, io: IngestIO) -> dict[str, Any]:
     """The stage: :func:`ingest_release` with ``params.ingest``; write and return the report."""
     report = ingest_release(io.release, io.prepared, workers=params.ingest.workers)
     io.report.parent.mkdir(parents=True, exist_ok=True)
-    io.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_atomic(io.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
     write_metrics(io.metrics, {k: report[k] for k in ("lines_read", "lines_kept", "lines_quarantined",
                                                        "images_total")})
     return report

@@ -563,7 +563,10 @@ class GalleryIndex:
     def save(self, path: str | Path) -> None:
         arrays = {"names": self.names.astype(str), "domain": self.domain.astype(str)}
         arrays.update({f"probs_{d}": p.astype(np.float32) for d, p in self.probs.items()})
-        np.savez_compressed(path, **arrays)
+        from pipeline.formats.atomic import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            np.savez_compressed(tmp, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "GalleryIndex":

@@ -288,7 +288,7 @@ def run(params: Params, io: RetrieveIO) -> dict[str, Any]:
     """The stage: rank val and test, write every output under ``io.out``; return the metrics."""
     from pipeline.figures import write_domain_plots, write_grids
     from pipeline.mapping import load_mapping
-    from pipeline.stage import write_metrics
+    from pipeline.stage import write_atomic, write_metrics
 
     p = params.retrieve
     queries, labels, images = read_inputs(io)
@@ -307,10 +307,10 @@ def run(params: Params, io: RetrieveIO) -> dict[str, Any]:
     result["classifiers"] = write_classifier_report(classifier_table(io.predictions, p.members, labels, images),
                                                     io.out / "plots")
 
-    (io.out / "submission.json").write_text(json.dumps(sub, indent=1))
-    (io.out / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_atomic(io.out / "submission.json", json.dumps(sub, indent=1))
+    write_atomic(io.out / "metrics.json", json.dumps(result, indent=2))
     ranker = {"distance": p.distance, "top_k": p.top_k, "relevance": p.relevance, "members": dict(p.members)}
-    (io.out / "ranker.json").write_text(json.dumps(ranker, indent=2))
+    write_atomic(io.out / "ranker.json", json.dumps(ranker, indent=2))
     write_domain_plots(result, io.out / "plots")
     indexes["test"].save(io.out / "gallery_test.npz")
     paths = dict(zip(images["name"], images["path"]))

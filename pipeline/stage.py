@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from pipeline.config import Params
+from pipeline.formats.atomic import atomic_path, write_atomic  # noqa: F401 (stages import them from here)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,7 @@ def write_metrics(path: Path | None, figures: dict[str, Any]) -> None:
                 out[k] = round(float(v), 6) if isinstance(v, float) else v
         return out
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(figures), indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(clean(figures), indent=2, sort_keys=True) + "\n")
 
 
 def execute(stage: str, run: Callable[[Params, IO], dict[str, Any]], params: Params, io: IO, *,
@@ -138,22 +138,3 @@ def check_outputs(paths: Iterable[Path | None]) -> None:
             raise OutputError(f"cannot write {path}: the file is read-only")
 
 
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write ``path`` whole or not at all: into a temporary file beside it (``.<name>.tmp-<pid>``),
-    flushed to disk, then renamed over ``path``. A process killed mid-write leaves the previous
-    file (or none), never a truncated one that a later stage would take for good."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

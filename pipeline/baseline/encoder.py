@@ -109,8 +109,11 @@ class Gallery:
     domain: np.ndarray
 
     def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, names=self.names.astype(str), embeddings=self.embeddings.astype(np.float32),
-                            domain=self.domain.astype(str))
+        from pipeline.formats.atomic import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            np.savez_compressed(tmp, names=self.names.astype(str), embeddings=self.embeddings.astype(np.float32),
+                                domain=self.domain.astype(str))
 
     @classmethod
     def load(cls, path: str | Path) -> "Gallery":
@@ -135,7 +138,10 @@ class Reference:
     VOTES = 10
 
     def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, embeddings=self.embeddings.astype(np.float16), domain=self.domain.astype(str))
+        from pipeline.formats.atomic import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            np.savez_compressed(tmp, embeddings=self.embeddings.astype(np.float16), domain=self.domain.astype(str))
 
     @classmethod
     def load(cls, path: str | Path) -> "Reference":

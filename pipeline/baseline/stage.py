@@ -253,16 +253,18 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
             result[split] = scores
     t_eval = time.perf_counter() - t_start - t_build - t_images - t_text - t_fit
 
+    from pipeline.formats.atomic import atomic_path, write_atomic
+
     model_dir = io.out / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": cfg.to_dict(), "state": trained_state(clip, cfg)}, model_dir / "clip.pt")
-    (model_dir / "vocab.json").write_text(json.dumps(D.content_vocabulary(pairs.captions.tolist())))
+    with atomic_path(model_dir / "clip.pt") as tmp:
+        torch.save({"config": cfg.to_dict(), "state": trained_state(clip, cfg)}, tmp)
+    write_atomic(model_dir / "vocab.json", json.dumps(D.content_vocabulary(pairs.captions.tolist())))
     first = np.unique(train_text.numpy(), return_index=True)[1]  # each distinct training caption once
     raw = torch.nn.functional.normalize(pooled[train_text[first]].float(), dim=-1).cpu().numpy()
     Reference(raw, np.array(schema.DOMAINS)[pairs.domain[first]]).save(model_dir / "reference_text.npz")
-    (model_dir / "fallback.json").write_text(json.dumps(
+    write_atomic(model_dir / "fallback.json", json.dumps(
         {"combine": b.combine, "fusion_weight": b.fusion_weight, "min_similarity": b.min_similarity}, indent=2))
-    (io.out / "submission.json").write_text(json.dumps(sub, indent=1))
+    write_atomic(io.out / "submission.json", json.dumps(sub, indent=1))
     write_curves(history, io.out / "plots" / "curves.csv")
     if result:
         write_domain_plots(result, io.out / "plots")
@@ -278,7 +280,7 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
     result["training"] = {"n_pairs": len(pairs), "n_captions_encoded": len(texts), "epochs": b.epochs,
                           "final_loss": history[-1]["loss"], "temperature": history[-1]["temperature"],
                           **{k: round(v, 2) for k, v in times.items()}}
-    (io.out / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_atomic(io.out / "metrics.json", json.dumps(result, indent=2))
     report = dict(result)
     if run_ is not None and b.register_model:
         from pipeline.baseline.serve import register

@@ -108,12 +108,14 @@ def write_table(prepared_dir: str | Path, table: str, frame: pd.DataFrame) -> Pa
     """Write ``frame`` as ``table`` under ``prepared_dir`` (Parquet, or CSV for the quarantine)."""
     if list(frame.columns) != columns(table):
         raise ValueError(f"{table}: columns {list(frame.columns)} are not the contract's {columns(table)}")
+    from pipeline.formats.atomic import atomic_path
+
     path = Path(prepared_dir) / FILES[table]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
     return path
 
 

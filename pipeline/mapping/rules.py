@@ -67,7 +67,9 @@ def save_mapping(rules: Sequence[Rule], path: str | Path, meta: dict[str, Any] |
         if isinstance(d.get("precision"), float):
             d["precision"] = round(d["precision"], 4)
         lines.append("- " + yaml.safe_dump(d, sort_keys=False, default_flow_style=True, width=1000))
-    path.write_text("".join(lines))
+    from pipeline.formats.atomic import write_atomic
+
+    write_atomic(path, "".join(lines))
     return path
 
 

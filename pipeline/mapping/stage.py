@@ -12,6 +12,7 @@ from pipeline.mapping.miner import build_mapping
 from pipeline.mapping.pairs import pairs_from_frame
 from pipeline.mapping.parser import CaptionMapping
 from pipeline.mapping.report import evaluate, misses, plot_quality
+from pipeline.formats.atomic import write_atomic
 from pipeline.mapping.rules import save_mapping
 from pipeline.stage import write_metrics
 
@@ -57,7 +58,7 @@ def run(params: Params, io: MappingIO) -> dict[str, Any]:
     report["split"] = "val"
     report["train_captions"] = len(train)
     io.report.parent.mkdir(parents=True, exist_ok=True)
-    io.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(io.report, json.dumps(report, indent=2) + "\n")
     plot_quality(report, io.plot)
     write_metrics(io.metrics, {k: report[k] for k in ("rules", "precision", "stated_recall", "min_group_precision",
                                                        "min_group_stated_recall", "domain_accuracy")})

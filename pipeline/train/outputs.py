@@ -14,18 +14,20 @@ def save_subtask(out_dir: Path, res, backbone: str, trainable, size, norm) -> No
     """The subtask model: tail + head weights plus what is needed to rebuild them."""
     import torch
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.cpu() for k, v in res.net.state_dict().items()}, "backbone": backbone, "trainable": trainable,
+    from pipeline.formats.atomic import atomic_path
+
+    with atomic_path(out_dir / f"{res.name}.pt") as tmp:
+        torch.save({"state_dict": {k: v.cpu() for k, v in res.net.state_dict().items()}, "backbone": backbone, "trainable": trainable,
                 "groups": [g.name for g in res.groups], "classes": {g.name: list(g.values) for g in res.groups},
-                "crop": res.crop, "input_size": list(size), "mean": list(norm[0]), "std": list(norm[1])},
-               out_dir / f"{res.name}.pt")
+                    "crop": res.crop, "input_size": list(size), "mean": list(norm[0]), "std": list(norm[1])}, tmp)
 
 
 def write_predictions(out_dir: Path, data: DomainData, preds: dict[str, dict[str, np.ndarray]]) -> None:
     """``{split}.parquet``: ``name`` + one ``group=value`` column per class, every image of the split."""
     import pandas as pd
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from pipeline.formats.atomic import atomic_path
+
     for split, by_group in preds.items():
         idx = data.index(split)
         cols: dict[str, Any] = {"name": data.names[idx]}
@@ -33,4 +35,5 @@ def write_predictions(out_dir: Path, data: DomainData, preds: dict[str, dict[str
             p = by_group[g.name]
             for k, col in enumerate(schema.prob_columns([g])):
                 cols[col] = p[:, k].astype(np.float32)
-        pd.DataFrame(cols).to_parquet(out_dir / f"{split}.parquet", index=False)
+        with atomic_path(out_dir / f"{split}.parquet") as tmp:
+            pd.DataFrame(cols).to_parquet(tmp, index=False)

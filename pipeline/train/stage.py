@@ -340,7 +340,7 @@ def _run(params: Params, io: TrainIO, budget, device: str, t_start: float,
          cpu_start: float) -> dict[str, Any]:
     """:func:`run` once the process group (if any) is up. Under DDP every rank builds its share
     of the cache and trains; rank 0 alone predicts and writes (the others return ``{}``)."""
-    from pipeline.stage import write_metrics
+    from pipeline.stage import write_atomic, write_metrics
     from pipeline.train.cache import build_features
     from pipeline.train.outputs import save_subtask, write_predictions
 
@@ -376,8 +376,7 @@ def _run(params: Params, io: TrainIO, budget, device: str, t_start: float,
     times = {"time_s": time.perf_counter() - t_start, "cpu_s": time.process_time() - cpu_start,
              "train_time_s": t_train, "cache_time_s": t_cache}
     report = {**make_report(params, io, bb, device, data, results, times), **pseudo}
-    io.report.parent.mkdir(parents=True, exist_ok=True)
-    io.report.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(io.report, json.dumps(report, indent=2) + "\n")
     write_metrics(io.metrics, headline(report))
     if not tp.keep_checkpoints:
         shutil.rmtree(ckpt_root, ignore_errors=True)

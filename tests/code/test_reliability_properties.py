@@ -179,3 +179,22 @@ def test_params_loader_accepts_or_names_the_key(data):
         msg = str(e)
         assert path[-1] in msg or path[0] in msg, (path, msg)
         assert "\n" not in msg and "Traceback" not in msg
+
+
+@settings(max_examples=200, deadline=None)
+@given(caption=st.one_of(captions, st.text(), st.none(), st.integers(), st.binary(max_size=8)),
+       top=st.one_of(st.integers(-10**6, 10**6), st.floats(), st.text(max_size=5)))
+def test_search_refuses_hostile_input_before_loading_anything(caption, top):
+    """`search` checks the caption and --top first (pipeline/cli.py): text that encodes, a whole
+    number >= 1, or one line naming what is wrong - never a traceback from deeper down."""
+    from pipeline.serving import InputError, check_caption, check_top_k
+
+    try:
+        assert check_caption(caption) is caption and caption.encode("utf-8") is not None
+    except InputError as e:
+        assert str(e).startswith("caption") and "\n" not in str(e)
+    try:
+        k = check_top_k(top, "--top")
+        assert isinstance(k, int) and k >= 1 and k == top
+    except InputError as e:
+        assert str(e).startswith("--top must be a whole number >= 1") and "\n" not in str(e)
