@@ -25,12 +25,13 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning made training steps 10x slower.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test venv lock bench ui serve clean help services services-stop
+.PHONY: run test venv lock bench ui serve clean help services services-stop ablation
 
 help:
 	@echo "make run   - run the whole pipeline (dvc repro) on the embedded synthetic data set"
 	@echo "make test  - run the test suite"
 	@echo "make bench - run the benchmarks (writes bench/results/*.json)"
+	@echo "make ablation - the ablation table: rows as queued DVC experiments -> reports/ablation.md/.png"
 	@echo "make ui    - the MLflow UI on http://127.0.0.1:5000 (runs, metrics, the model registry)"
 	@echo "make serve - serve models:/track2-ensemble@production on http://127.0.0.1:5001"
 	@echo "make services - team services on loopback: PostgreSQL, S3 store, MLflow with auth (docs/team.md)"
@@ -62,6 +63,11 @@ test: venv
 
 bench: venv
 	set -e; for b in bench/bench_*.py; do python $$b; done
+
+# The ablation table (README "Ablation"): every row a queued DVC experiment per seed, one at a time;
+# ABLATION_ARGS e.g. --rows single,ensemble --seeds 0 --reuse (python -m pipeline ablation --help).
+ablation: venv
+	python -m pipeline ablation $(ABLATION_ARGS)
 
 ui: venv
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
