@@ -162,14 +162,33 @@ def version_tags(metrics: Mapping[str, Any], definition: Mapping[str, Any], head
     return tags
 
 
+_RETRIEVAL_FIGURES = ("official_map10", "standard_map10", "hit1", "hit5", "hit10")
+
+
+def _current_name(key: str) -> str:
+    """A figure's name as versions registered before the ``metrics`` tag spelled it
+    (``val_official_map10``, ``val_pedestrian_hit1``, ``val_router_accuracy``) in today's DVC
+    names, so old and new versions compare; any other name unchanged."""
+    if not key.startswith("val_"):
+        return key
+    rest = key[4:]
+    if rest in _RETRIEVAL_FIGURES:
+        return f"val.all.{rest}"
+    domain, _, figure = rest.partition("_")
+    if figure in _RETRIEVAL_FIGURES:
+        return f"val.{domain}.{figure}"
+    return f"classifiers.{rest}"
+
+
 def figures_of(version: Any) -> dict[str, float]:
-    """A version's figures: its ``metrics`` tag, plus any numeric ``val*`` tag set by hand."""
+    """A version's figures: its ``metrics`` tag, plus numeric ``val*`` tags (set by hand, or by
+    versions registered before the ``metrics`` tag, under their old names: :func:`_current_name`)."""
     tags = version.tags
     out: dict[str, float] = {}
     for key, value in tags.items():
         if key.startswith("val"):
             try:
-                out[key] = float(value)
+                out[_current_name(key)] = float(value)
             except (TypeError, ValueError):
                 pass
     try:
@@ -520,6 +539,7 @@ def promote(client: Any, name: str, metric: str = "val.all.official_map10", marg
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         raise RegistryError(f"no registered versions of {name!r} (run the register stage first)")
+    metric = _current_name(metric)  # the old spelling (val_official_map10) still names its figure
     known = known_metrics(versions)
     if metric not in known:
         raise UnknownMetric(f"unknown metric {metric!r}: versions of {name} carry {', '.join(known) or 'none'}")

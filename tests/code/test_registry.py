@@ -85,8 +85,8 @@ def test_promote_other_metric(client):
     name = _model(client, [("passed", 0.7), ("passed", 0.6)])
     client.set_model_version_tag(name, "1", "val_hit1", "0.1")
     client.set_model_version_tag(name, "2", "val_hit1", "0.3")
-    registry.promote(client, name, metric="val_hit1")
-    assert _production(client, name) == "2"
+    d = registry.promote(client, name, metric="val_hit1")  # the old spelling of val.all.hit1
+    assert _production(client, name) == "2" and "val.all.hit1" in d.reason
 
 
 def test_validation_status(tmp_path):
@@ -123,13 +123,28 @@ def test_promote_refuses_an_unknown_metric_and_changes_nothing(client):
     name = f"m{next(_counter)}"
     client.create_registered_model(name)
     _version(client, name, 0.5)
-    for bad in ("val_official_map10", "validation", "nonsense"):
+    for bad in ("val.all.nonsense", "validation", "nonsense"):
         with pytest.raises(registry.UnknownMetric, match="val.all.hit1, val.all.official_map10"):
             registry.promote(client, name, bad)
     assert _production(client, name) is None
     assert registry.known_metrics(client.search_model_versions(f"name='{name}'")) == \
         ["val.all.hit1", "val.all.official_map10"]
     assert registry.promote(client, name, "val.all.hit1").action == "promote"
+
+
+def test_versions_registered_before_the_metrics_tag_compare_under_todays_names(client):
+    name = f"m{next(_counter)}"
+    client.create_registered_model(name)
+    client.create_model_version(name, "file:///nowhere", tags={  # the old tag layout
+        "validation": "passed", "val_official_map10": "0.50", "val_pedestrian_hit1": "0.4",
+        "val_router_accuracy": "1.0"})
+    assert registry.promote(client, name).candidate == "1"
+    assert registry.known_metrics(client.search_model_versions(f"name='{name}'")) == \
+        ["classifiers.router_accuracy", "val.all.official_map10", "val.pedestrian.hit1"]
+    _version(client, name, 0.49)   # today's layout, a lower figure: production stays
+    assert registry.promote(client, name).action == "noop" and _production(client, name) == "1"
+    _version(client, name, 0.51)
+    assert registry.promote(client, name).candidate == "3"
 
 
 def test_promote_compares_only_figures_of_the_same_definition(client):
@@ -218,8 +233,8 @@ def test_search_and_promote_commands(retrieval_world, retrieval_params, store, m
     assert Image.open(retrieval_world / "g.png").size[0] > 200
     res = CliRunner().invoke(app, ["promote", "--dry-run", "--margin", "0.5"])
     assert res.exit_code == 0 and res.output.startswith("noop:"), res.output
-    res = CliRunner().invoke(app, ["promote", "--metric", "val_official_map10"])  # not a known name
-    assert res.exit_code == 2 and "unknown metric 'val_official_map10'" in res.output
+    res = CliRunner().invoke(app, ["promote", "--metric", "val.all.nonsense"])  # not a known name
+    assert res.exit_code == 2 and "unknown metric 'val.all.nonsense'" in res.output
     assert "val.all.official_map10" in res.output
     res = CliRunner().invoke(app, ["promote", "--list-metrics"])
     assert res.exit_code == 0 and "val.all.official_map10" in res.output.splitlines()
