@@ -9,17 +9,19 @@
 3. ``imbalance``: pedestrian mA with class weights (the default power) and without (power 0).
 4. ``multitask``: the "no decoupling" ablation (one net, all heads, full image) for pedestrians.
 5. ``pseudo``: vehicles with a lower pseudo-label threshold: labels added, first vs second round.
+6. ``batched`` (not in the default ``--parts``): naive recompute, shared cache per subtask and
+   shared cache with batched tails (``train.batched_tails``) on the ``cache`` subset, at 2 and 1
+   trainable units, with the seed-to-seed noise of the per-subtask path beside the accuracy delta.
 
 Runs with its own data (a synthetic default release + ingest under ``--work``), its own MLflow
 store and output folders; nothing touches the repository's data/ or mlflow.db.
 
-    python bench/bench_train.py [--parts default,cache,pseudo,imbalance,multitask] [--work DIR]
+    python bench/bench_train.py [--parts default,cache,pseudo,imbalance,multitask,batched] [--work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -73,23 +75,32 @@ def subset(prepared: Path, out: Path, n_train: int, n_val: int, seed: int = 0) -
 
 
 def params_for(prepared: Path, work: Path, tag: str, **train):
-    """Default params, pointed at ``prepared`` and at output folders of their own."""
-    from pipeline.config import load_params, parse_params
+    """Default params, pointed at ``prepared`` and at output folders of their own (``work/tag``)."""
+    from pipeline.config import load_params
 
-    base = load_params(ROOT / "params.yaml")
-    data = {"base": {**dataclasses.asdict(base.base), "prepared_dir": str(prepared),
-                     "reports_dir": str(work / tag / "reports"), "experiment": "bench-train"},
-            "train": {**dataclasses.asdict(base.train), "checkpoint_dir": str(work / tag / "ckpt"),
-                      "models_dir": str(work / tag / "models"),
-                      "predictions_dir": str(work / tag / "predictions"), **train}}
-    return parse_params(data)
+    out = work / tag
+    base = {"prepared_dir": str(prepared), "reports_dir": str(out / "reports"), "experiment": "bench-train",
+            "models_dir": str(out / "models"), "predictions_dir": str(out / "predictions"),
+            "checkpoint_dir": str(out / "ckpt")}
+    return load_params(ROOT / "params.yaml", {"base": base, "train": train})
 
 
 def run(params, domain: str, backbone: str) -> dict:
-    from pipeline.train.stage import run_train
+    """The train stage with its paths as dvc.yaml names them under ``params.base``'s roots."""
+    from pipeline.stage import execute
+    from pipeline.train.stage import TrainIO
+    from pipeline.train.stage import run as train
 
+    b = params.base
+    gate = Path(b.reports_dir) / "validation" / "gate.json"
+    gate.parent.mkdir(parents=True, exist_ok=True)
+    gate.write_text(json.dumps({"status": "passed"}))  # synthetic data the benchmark made itself
+    io = TrainIO(domain, backbone, Path(b.prepared_dir), gate, Path(b.models_dir) / domain / backbone,
+                 Path(b.predictions_dir) / domain / backbone,
+                 Path(b.reports_dir) / "train" / f"{domain}-{backbone}.json",
+                 Path(b.checkpoint_dir) / domain / backbone)
     t0 = time.perf_counter()
-    report = run_train(params, domain, backbone)
+    report = execute(f"train-{domain}-{backbone}", train, params, io, section="train", data=(io.prepared,))
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     return report
 
@@ -132,6 +143,66 @@ def bench_cache(work: Path, prepared: Path, backbone: str, n_train: int, n_val: 
     return out
 
 
+def _acc_diff(a: dict, b: dict) -> dict:
+    """Per-subtask val accuracy / mA differences of two reports: mean and max absolute."""
+    d_acc = [abs(a[g]["val_acc"] - b[g]["val_acc"]) for g in a]
+    d_ma = [abs(a[g]["val_mA"] - b[g]["val_mA"]) for g in a]
+    return {"mean_abs_val_acc_diff": round(sum(d_acc) / len(d_acc), 4), "max_abs_val_acc_diff": round(max(d_acc), 4),
+            "mean_abs_val_mA_diff": round(sum(d_ma) / len(d_ma), 4), "max_abs_val_mA_diff": round(max(d_ma), 4)}
+
+
+def bench_batched(work: Path, prepared: Path, backbone: str, n_train: int, n_val: int, epochs: int,
+                  units: tuple[int, ...] = (2, 1)) -> dict:
+    """Naive recompute, shared cache per subtask and shared cache with batched tails
+    (``train.batched_tails``), side by side on the `cache` part's subset, per trainable units;
+    plus the per-subtask path with another ``train.seed``: the seed-to-seed noise the batched
+    path's accuracy difference is compared with."""
+    small = subset(prepared, work / f"prepared-batched-{n_train}-{n_val}", n_train, n_val)
+    import matplotlib.pyplot  # noqa: F401  (imports paid before the first timed run)
+    import mlflow  # noqa: F401
+    import timm  # noqa: F401
+
+    from pipeline import backbones
+    from pipeline.train import stage  # noqa: F401
+
+    backbones.create_backbone(backbone)
+    out: dict = {"backbone": backbone, "n_train": n_train, "n_val": n_val, "epochs": epochs, "subtasks": 12,
+                 "load_avg_at_start": round(os.getloadavg()[0], 2), "by_trainable": {}}
+    runs = {"naive": {"cache": "off"}, "per_subtask": {"cache": "memory"},
+            "batched": {"cache": "memory", "batched_tails": True},
+            "per_subtask_seed1": {"cache": "memory", "seed": 1}}
+    for n_units in units:
+        reports, row = {}, {}
+        for tag, extra in runs.items():
+            p = params_for(small, work, f"batched-{n_units}-{tag}", log_models=False,
+                           trainable={"pedestrian": n_units, "vehicle": 1, "router": 1},
+                           epochs={"pedestrian": epochs, "vehicle": 1, "router": 1}, **extra)
+            reports[tag] = r = run(p, "pedestrian", backbone)
+            row[tag] = {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "train_phase_s": round(r["train_time_s"], 2),
+                        "load_avg": round(os.getloadavg()[0], 2),
+                        "mean_val_acc": round(sum(m["val_acc"] for m in r["subtasks"].values()) / 12, 4),
+                        "mean_val_mA": round(sum(m["val_mA"] for m in r["subtasks"].values()) / 12, 4)}
+            log.info("batched bench, trainable %d, %s: %s", n_units, tag, row[tag])
+        t = {k: v["train_phase_s"] for k, v in row.items()}
+        c = {k: v["cpu_s"] for k, v in row.items()}
+        row["speedup_train_phase"] = {"per_subtask_vs_naive": round(t["naive"] / t["per_subtask"], 2),
+                                      "batched_vs_naive": round(t["naive"] / t["batched"], 2),
+                                      "batched_vs_per_subtask": round(t["per_subtask"] / t["batched"], 2)}
+        row["speedup_cpu"] = {"per_subtask_vs_naive": round(c["naive"] / c["per_subtask"], 2),
+                              "batched_vs_naive": round(c["naive"] / c["batched"], 2),
+                              "batched_vs_per_subtask": round(c["per_subtask"] / c["batched"], 2)}
+        ps = reports["per_subtask"]["subtasks"]
+        row["accuracy"] = {"batched_vs_per_subtask": _acc_diff(reports["batched"]["subtasks"], ps),
+                           "seed1_vs_seed0_per_subtask": _acc_diff(reports["per_subtask_seed1"]["subtasks"], ps),
+                           "naive_vs_per_subtask": _acc_diff(reports["naive"]["subtasks"], ps),
+                           "val_acc": {tag: {g: m["val_acc"] for g, m in r["subtasks"].items()}
+                                       for tag, r in reports.items()},
+                           "val_mA": {tag: {g: m["val_mA"] for g, m in r["subtasks"].items()}
+                                      for tag, r in reports.items()}}
+        out["by_trainable"][str(n_units)] = row
+    return out
+
+
 def table(reports: list[dict]) -> tuple[list[dict], str]:
     rows, lines = [], ["| domain | backbone | subtask | val acc | majority acc | val mA | majority mA | beats both |",
                        "|---|---|---|---|---|---|---|---|"]
@@ -153,6 +224,7 @@ def main() -> None:
     ap.add_argument("--cache-train", type=int, default=600, help="training pedestrians in the cache benchmark")
     ap.add_argument("--cache-val", type=int, default=100)
     ap.add_argument("--cache-epochs", type=int, default=6)
+    ap.add_argument("--batched-units", default="2,1", help="trainable units compared by the batched part")
     ap.add_argument("--pseudo-threshold", type=float, default=0.6)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -204,6 +276,11 @@ def main() -> None:
                            f"{d['total_cpu_s']} CPU-s on {os.cpu_count()} shared CPUs; per stage {times}.\n"
                            f"{results['default_profile']['beats_majority']} subtasks beat the majority "
                            f"baseline on both val accuracy and mA.\n\n{md}\n")
+        save()
+    if "batched" in parts:
+        results["batched_tails"] = bench_batched(args.work, prepared, defaults.backbones[0], args.cache_train,
+                                                 args.cache_val, args.cache_epochs,
+                                                 tuple(int(u) for u in args.batched_units.split(",")))
         save()
     if "cache" in parts:
         results["cache_vs_recompute"] = bench_cache(args.work, prepared, defaults.backbones[0],

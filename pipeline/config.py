@@ -124,6 +124,7 @@ class TrainParams(Section):
     cache: CacheMode
     cache_dir: str
     multitask: bool
+    batched_tails: bool  # subtask tails stacked and trained in one pass (pipeline/train/batched.py)
     pseudo_label: bool
     pseudo_thresholds: dict[str, Fraction]
     tta_flip: bool

@@ -100,14 +100,16 @@ def _subtasks(params: Params, data: DomainData) -> list[tuple[str, tuple[schema.
     return [(g.name, (g,), crop_of(g.name, params.train.crops)) for g in data.groups]
 
 
-def train_subtask(params: Params, data: DomainData, source, tail, num_features: int, name: str,
-                  groups: tuple[schema.Group, ...], crop: str, labels: np.ndarray, ckpt_dir: Path,
-                  budget=None, on_epoch=None) -> SubtaskResult:
-    """Train one subtask net (own copy of ``tail`` + heads) from its checkpoint or from scratch."""
+def prepare_subtask(params: Params, data: DomainData, source, tail, num_features: int, name: str,
+                    groups: tuple[schema.Group, ...], crop: str, labels: np.ndarray):
+    """What training one subtask needs: a :class:`pipeline.train.batched.Member` (its net, own
+    copy of ``tail`` + heads seeded by its name, rows, targets, weights, schedule, val evaluation)
+    and its labelled val rows ``(val_idx, val_y)``."""
     import torch
 
     from pipeline.metrics import group_accuracy
-    from pipeline.train.loop import FitConfig, fit, predict
+    from pipeline.train.batched import Member
+    from pipeline.train.loop import FitConfig, predict
     from pipeline.train.model import SubtaskNet, make_head
 
     tp = params.train
@@ -141,22 +143,76 @@ def train_subtask(params: Params, data: DomainData, source, tail, num_features: 
     cfg = FitConfig(epochs=tp.epochs[data.domain], batch_size=tp.batch_size, lr=tp.lr,
                     weight_decay=tp.weight_decay, warmup_frac=tp.warmup_frac, seed=seed,
                     train_flip=tp.train_flip)
-    main = distributed.is_main()  # under DDP rank 0 alone evaluates, reports and logs
-    history = fit(net, source, crop, index, y, weights, cfg, ckpt_dir / f"{name}.pt",
-                  evaluate=evaluate if tp.eval_every_epoch and main else None, budget=budget,
-                  desc=f"{data.domain}/{name}", on_epoch=on_epoch)
-    if not main:
-        return SubtaskResult(name, groups, crop, net, history, len(index))
-    probs = predict(net, source, crop, val_idx_l, tta=tp.tta_flip)
+    member = Member(name, net, crop, index, y, weights, cfg, evaluate if tp.eval_every_epoch else None)
+    return member, (val_idx_l, val_y_l)
+
+
+def finish_subtask(params: Params, data: DomainData, source, member, groups: tuple[schema.Group, ...],
+                   val: tuple[np.ndarray, np.ndarray], history: list[dict[str, float]]) -> SubtaskResult:
+    """The trained subtask's result: val metrics next to the majority baseline, val probabilities."""
+    from pipeline.metrics import group_accuracy
+    from pipeline.train.loop import predict
+
+    cols = [[g.name for g in data.groups].index(g.name) for g in groups]
+    train_idx = data.index("train")
+    val_idx_l, val_y_l = val
+    probs = predict(member.net, source, member.crop, val_idx_l, tta=params.train.tta_flip)
     metrics = {}
     for j, g in enumerate(groups):
         m = group_accuracy(probs[g.name], val_y_l[:, j], g.n_classes)
         base = majority_baseline(data.labels[train_idx][:, cols[j]], val_y_l[:, j], g.n_classes)
         metrics[g.name] = {"val_acc": m["accuracy"], "val_mA": m["mA"], "n_val": m["n"],
                            "majority_acc": base["accuracy"], "majority_mA": base["mA"],
-                           "n_train": int((y[:, j] != MISSING).sum())}
-    return SubtaskResult(name, groups, crop, net, history, len(index), metrics,
+                           "n_train": int((member.targets[:, j] != MISSING).sum())}
+    return SubtaskResult(member.name, groups, member.crop, member.net, history, len(member.index), metrics,
                          {"val_probs": probs, "val_labels": val_y_l})
+
+
+def train_subtask(params: Params, data: DomainData, source, tail, num_features: int, name: str,
+                  groups: tuple[schema.Group, ...], crop: str, labels: np.ndarray, ckpt_dir: Path,
+                  budget=None, on_epoch=None) -> SubtaskResult:
+    """Train one subtask net (own copy of ``tail`` + heads) from its checkpoint or from scratch."""
+    from pipeline.train.loop import fit
+
+    m, val = prepare_subtask(params, data, source, tail, num_features, name, groups, crop, labels)
+    main = distributed.is_main()  # under DDP rank 0 alone evaluates, reports and logs
+    history = fit(m.net, source, crop, m.index, m.targets, m.weights, m.cfg, ckpt_dir / f"{name}.pt",
+                  evaluate=m.evaluate if main else None, budget=budget,
+                  desc=f"{data.domain}/{name}", on_epoch=on_epoch)
+    if not main:
+        return SubtaskResult(name, groups, crop, m.net, history, len(m.index))
+    return finish_subtask(params, data, source, m, groups, val, history)
+
+
+def train_batched(params: Params, data: DomainData, source, tail, num_features: int,
+                  subtasks: list[tuple[str, tuple[schema.Group, ...], str]], labels: np.ndarray,
+                  ckpt_dir: Path, budget=None) -> dict[str, tuple[SubtaskResult, list[dict[str, float]]]]:
+    """``train.batched_tails``: the subtasks that share a schedule (the same number of labelled
+    training rows) trained together by :func:`pipeline.train.batched.fit_group`; a subtask
+    alone in its group trains as usual. Returns ``{name: (result, history)}``."""
+    from pipeline.train.batched import checkpoint_name, fit_group, group_key
+    from pipeline.train.loop import fit
+
+    prepared = {name: (*prepare_subtask(params, data, source, tail, num_features, name, groups, crop, labels),
+                       groups) for name, groups, crop in subtasks}
+    by_key: dict[tuple, list[str]] = {}
+    for name, (m, _, _) in prepared.items():
+        by_key.setdefault(group_key(m), []).append(name)
+    out = {}
+    for names in by_key.values():
+        members = [prepared[n][0] for n in names]
+        if len(members) > 1:
+            histories = fit_group(members, source, ckpt_dir / checkpoint_name(names), budget=budget,
+                                  desc=f"{data.domain}/{len(names)} subtasks")
+        else:
+            m = members[0]
+            histories = [fit(m.net, source, m.crop, m.index, m.targets, m.weights, m.cfg,
+                             ckpt_dir / f"{m.name}.pt", evaluate=m.evaluate, budget=budget,
+                             desc=f"{data.domain}/{m.name}")]
+        for n, hist in zip(names, histories):
+            m, val, groups = prepared[n]
+            out[n] = (finish_subtask(params, data, source, m, groups, val, hist), hist)
+    return {name: out[name] for name, _, _ in subtasks}  # in the subtasks' order
 
 
 def pseudo_labels(params: Params, data: DomainData, source, results: dict[str, SubtaskResult]
@@ -254,6 +310,17 @@ def train_all(params: Params, data: DomainData, source, bb: Backbone, backbone: 
 
     def train(labels: np.ndarray, ckpt: Path, round_name: str = "") -> dict[str, SubtaskResult]:
         out = {}
+        if params.train.batched_tails and not params.train.multitask and not distributed.is_distributed():
+            # All subtasks train at once, so no child run can be open during training: each
+            # gets its child run afterwards, with its epoch records replayed into it.
+            for name, (res, history) in train_batched(params, data, source, bb.tail, bb.num_features,
+                                                      _subtasks(params, data), labels, ckpt, budget).items():
+                with subtask_run(data.domain, backbone, name, round_name) as (run_id, on_epoch):
+                    for record in history if on_epoch else ():
+                        on_epoch(record)
+                    out[name] = res
+                    out[name].extra["run_id"] = run_id
+            return out
         for name, groups, crop in _subtasks(params, data):
             with subtask_run(data.domain, backbone, name, round_name) as (run_id, on_epoch):
                 out[name] = train_subtask(params, data, source, bb.tail, bb.num_features, name, groups, crop,
