@@ -287,7 +287,8 @@ def test_tracked_stages_promote_and_search(services, retrieval_world):
     r = _run(py + ["search", "This is a black BMW SUV.", "--top", "3"], world, env)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     lines = [line.strip() for line in r.stdout.splitlines()]
-    assert lines[0].startswith("vehicle:") and any(line.startswith("1. vehicle_") for line in lines), r.stdout
+    assert lines[0].startswith("model: track2-ensemble version "), r.stdout  # the version that answered
+    assert lines[1].startswith("vehicle:") and any(line.startswith("1. vehicle_") for line in lines), r.stdout
 
     # Without the password the same command is refused.
     r = _run(py + ["promote", "--dry-run"], world, services.pipeline_env(MLFLOW_TRACKING_PASSWORD="wrong"))
