@@ -231,13 +231,26 @@ def queue_states(root: Path, env: Mapping[str, str]) -> dict[str, str]:
     return states
 
 
+def start_queue(root: Path, env: Mapping[str, str]) -> None:
+    """``dvc queue start -j 1``. Its output goes to a file, not a pipe: the worker it spawns
+    inherits the pipe, so reading it would wait for the whole queue to finish."""
+    log_path = root / ".dvc" / "tmp" / "ablation-queue-start.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as out:
+        result = subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=root, env=dict(env), stdout=out,
+                                stderr=subprocess.STDOUT, timeout=600)
+    if result.returncode != 0:
+        tail = log_path.read_text().strip().splitlines()[-3:]
+        raise AblationError(f"dvc queue start failed: {' | '.join(tail)}")
+
+
 def run_queue(root: Path, env: Mapping[str, str], names: Sequence[str], timeout_s: float,
               poll_s: float = 10.0) -> dict[str, str]:
     """Start DVC's queue with one worker (a row then reuses what an earlier one trained), wait
     until every experiment of ``names`` ended, stop the worker; return their states."""
-    dvc(root, env, "queue", "start", "-j", "1")
     started, states = time.perf_counter(), {}
     try:
+        start_queue(root, env)
         from tqdm import tqdm
 
         with tqdm(total=len(names), desc="ablation experiments", unit="exp") as bar:
