@@ -29,6 +29,13 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def _kill(child: subprocess.Popen) -> None:
+    """SIGKILL, as a crash would, and reap it (also when the test failed before)."""
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+
+
 def test_kill_9_while_writing_leaves_the_previous_file(tmp_path):
     target = tmp_path / "reports" / "gate.json"
     write_atomic(target, json.dumps({"status": "failed"}))
@@ -42,12 +49,8 @@ def test_kill_9_while_writing_leaves_the_previous_file(tmp_path):
         tmp = next(target.parent.glob(".gate.json.tmp-*"))
         while tmp.stat().st_size < 400_000:  # the new content is in the temporary file
             time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
+        _kill(child)
     assert json.loads(target.read_text()) == {"status": "failed"}  # the old file, whole
     # At most a dot-file named with the dead writer's pid is left, which no stage reads.
     assert sorted(p.name for p in target.parent.iterdir() if not p.name.startswith(".")) == ["gate.json"]
@@ -98,12 +101,8 @@ def test_kill_9_while_writing_a_table_leaves_the_previous_table(tmp_path):
         while tmp.stat().st_size != size:  # pyarrow done: the writer now waits in fsync
             size = tmp.stat().st_size
             time.sleep(0.5)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
+        _kill(child)
     assert read_table(prepared, "queries")["text"].tolist() == ["old"]  # the old table, whole
 
 

@@ -37,6 +37,16 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def committed_copy(repo: Path, dest: Path) -> Path:
+    """``repo`` (a pipeline that has run) copied to ``dest`` and committed: DVC experiments need a
+    baseline commit."""
+    shutil.copytree(repo, dest, symlinks=True)
+    git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@test"]
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "smoke baseline"], cwd=dest, check=True)
+    return dest
+
+
 def override_params(repo: Path, overrides: dict[str, dict]) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())

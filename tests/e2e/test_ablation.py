@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.repos import pipeline_env
+from tests.e2e.repos import committed_copy, pipeline_env
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +39,7 @@ def ablation(repo: Path, *extra: str, timeout: int = 900) -> tuple[subprocess.Co
 @pytest.fixture(scope="module")
 def ran(smoke_repo, tmp_path_factory) -> dict:
     """The smoke repo copied and committed (experiments need a baseline commit), then the two rows."""
-    repo = tmp_path_factory.mktemp("ablation") / "repo"
-    shutil.copytree(smoke_repo, repo, symlinks=True)
-    git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@test"]
-    subprocess.run(git + ["add", "-A"], cwd=repo, check=True)
-    subprocess.run(git + ["commit", "-qm", "smoke baseline"], cwd=repo, check=True)
+    repo = committed_copy(smoke_repo, tmp_path_factory.mktemp("ablation") / "repo")
     result, seconds = ablation(repo)
     print(f"ablation of {ROWS} (one seed) on the smoke profile: {seconds:.0f} s")
     return {"repo": repo, "result": result, "seconds": seconds,

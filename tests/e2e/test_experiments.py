@@ -10,14 +10,13 @@ carry its name, its baseline commit and the prepared tables as dataset inputs.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.repos import R, pipeline_env
+from tests.e2e.repos import R, committed_copy, pipeline_env
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +31,7 @@ def dvc(repo: Path, *args: str, timeout: int = 900) -> str:
 @pytest.fixture(scope="module")
 def experiments(smoke_repo, tmp_path_factory) -> dict:
     """The smoke repo copied and committed, then three experiments: two in the workspace, one queued."""
-    repo = tmp_path_factory.mktemp("exp") / "repo"
-    shutil.copytree(smoke_repo, repo, symlinks=True)
-    git = ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@test"]
-    subprocess.run(git + ["add", "-A"], cwd=repo, check=True)
-    subprocess.run(git + ["commit", "-qm", "smoke baseline"], cwd=repo, check=True)
+    repo = committed_copy(smoke_repo, tmp_path_factory.mktemp("exp") / "repo")
     baseline = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                               check=True).stdout.strip()
     dvc(repo, "exp", "run", "-n", "published", "-S", "retrieve.distance=published")
