@@ -209,7 +209,7 @@ def queue(root: Path, env: Mapping[str, str], runs: Sequence[tuple[Row, int]],
     """Queue one experiment per (row, seed); an earlier experiment of the same name is removed first."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     names = [experiment_name(r, s) for r, s in runs]
-    existing = set(collect_raw(root, env))
+    existing = set(collect_raw(root, env, finished_only=False))
     stale = [n for n in names if n in existing]
     if stale:
         log.info("removing earlier experiments %s", stale)
@@ -272,11 +272,16 @@ def run_queue(root: Path, env: Mapping[str, str], names: Sequence[str], timeout_
     return {n: states.get(n, "missing") for n in names}
 
 
-def collect_raw(root: Path, env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """``{experiment name: {params, metrics}}`` of the experiments of HEAD, from ``dvc exp show --json``."""
+def collect_raw(root: Path, env: Mapping[str, str], finished_only: bool = True) -> dict[str, dict[str, Any]]:
+    """``{experiment name: {params, metrics}}`` of the finished experiments of HEAD, from ``dvc exp
+    show --json``. A queued or running experiment is left out: DVC shows it with the workspace's
+    metrics, which would pass for its own."""
     out: dict[str, dict[str, Any]] = {}
     for commit in json.loads(dvc(root, env, "exp", "show", "--json", timeout=900) or "[]"):
         for exp in commit.get("experiments") or []:
+            if finished_only and (exp.get("executor") or {}).get("state") in ("queued", "running"):
+                log.info("%s is still %s: left out", exp.get("name"), exp["executor"]["state"])
+                continue
             for rev in exp.get("revs") or []:
                 name, data = rev.get("name"), rev.get("data") or {}
                 if not name or not data:

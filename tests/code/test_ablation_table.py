@@ -119,3 +119,23 @@ def test_report_shows_mean_and_range_and_the_paragraph_follows_the_figures(tmp_p
     raw["ablation-ensemble-s1"] = _exp(["a", "b"], 0.50, {"a": 1.0, "b": 1.0})
     again = "\n".join(A.which_steps_help(A.gather(result.rows, [0, 1], raw)))
     assert "(single → ensemble): 0.510 → 0.495 (-0.015), within the seeds' noise" in again
+
+
+def test_unfinished_experiments_are_not_collected(monkeypatch):
+    """DVC shows a queued or running experiment with the workspace's metrics: collecting it
+    would put the shipped model's figures in the row."""
+    import json
+
+    from pipeline import ablation
+
+    def exp(name, state):
+        return {"name": name, "executor": {"state": state},
+                "revs": [{"name": name, "rev": name, "data": {"params": {"params.yaml": {"data": {}}},
+                                                              "metrics": {"reports/metrics/retrieve.json": {"data": {"x": 1}}}}}]}
+
+    shown = [{"experiments": [exp("ablation-a-s0", "success"), exp("ablation-b-s0", "running"),
+                              exp("ablation-c-s0", "queued")]}]
+    monkeypatch.setattr(ablation, "dvc", lambda *a, **k: json.dumps(shown))
+    assert list(ablation.collect_raw(None, {})) == ["ablation-a-s0"]
+    assert sorted(ablation.collect_raw(None, {}, finished_only=False)) == ["ablation-a-s0", "ablation-b-s0",
+                                                                          "ablation-c-s0"]
