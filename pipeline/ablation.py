@@ -341,10 +341,13 @@ def stages_run(tracking_uri: str, experiment: str, names: Sequence[str]) -> dict
         runs = client.search_runs([exp.experiment_id], f"tags.`dvc.exp_name` = '{name}'")
         for r in runs:
             tags = r.data.tags
-            if "mlflow.parentRunId" in tags or tags.get("stage") not in ("train", "baseline"):
-                continue
-            out[name].append(tags["stage"] if tags["stage"] == "baseline"
-                             else f"{tags.get('domain')}/{tags.get('backbone')}")
+            stage = tags.get("stage", "")
+            if "mlflow.parentRunId" in tags:
+                continue  # a subtask's child run; its stage run counts
+            if stage == "baseline":
+                out[name].append(stage)
+            elif stage.startswith("train"):  # the stage run is named train-<domain>-<backbone>
+                out[name].append(f"{tags.get('domain')}/{tags.get('backbone')}")
         out[name].sort()
     return out
 
