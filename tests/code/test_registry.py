@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from pipeline import registry
-from tests.helpers import register_io, retrieve_io
+from tests.helpers import register_io, retrieve_io, served_model
 
 
 _counter = iter(range(10_000))
@@ -242,12 +236,6 @@ def test_search_and_promote_commands(retrieval_world, retrieval_params, store, m
     assert res.exit_code == 2 and "cannot load models:/track2-ensemble@nope" in res.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_captions(retrieval_world, retrieval_params, store):
     from pipeline.registry import PRODUCTION
@@ -256,26 +244,8 @@ def test_mlflow_models_serve_answers_captions(retrieval_world, retrieval_params,
 
     if "track2-ensemble" not in {m.name for m in MlflowClient(store).search_registered_models()}:
         _register(retrieval_world, retrieval_params, store)
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent  # mlflow runs `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    mlflow_bin = bin_dir / "mlflow"
-    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m",
-                             f"models:/track2-ensemble@{PRODUCTION}", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
-                    pytest.fail(f"server did not start:\n{proc.stdout.read().decode()[-3000:]}")
-                time.sleep(1)
+    with served_model(f"models:/track2-ensemble@{PRODUCTION}",
+                      {"MLFLOW_TRACKING_URI": store, "MLFLOW_DISABLE_TELEMETRY": "true"}, start_s=90) as port:
         body = json.dumps({"dataframe_split": {"columns": ["caption"],
                                                "data": [["This is a black BMW SUV."],
                                                         ["A female pedestrian with a backpack bag."]]}})
@@ -285,7 +255,3 @@ def test_mlflow_models_serve_answers_captions(retrieval_world, retrieval_params,
         assert [a["domain"] for a in answer] == ["vehicle", "pedestrian"]
         assert len(answer[0]["image_names"]) == 10 or len(answer[0]["image_names"]) == 9  # 9 test vehicles
         assert answer[1]["image_names"][0].endswith(".jpg")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=20)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pipeline import serving
 from pipeline.cli import app
-from tests.helpers import retrieve_io
+from tests.helpers import retrieve_io, served_model
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1",
@@ -110,10 +110,6 @@ def test_model_k_above_the_gallery_returns_the_gallery(built):
     assert 0 < len(out["image_names"].iloc[0]) <= 21  # the world's 21 test images
 
 
-def _free_port() -> int:
-    return _closed_port()
-
-
 @pytest.mark.slow
 def test_served_model_answers_bad_requests_with_400_and_no_stack_trace(built, retrieval_world, tmp_path):
     """``mlflow models serve`` of the saved ensemble (no tracking server): bad requests get 400,
@@ -121,23 +117,7 @@ def test_served_model_answers_bad_requests_with_400_and_no_stack_trace(built, re
     path = tmp_path / "served"
     serving.save_ensemble(path, built, ["A male pedestrian.", "This is a white Audi Sedan."],
                           code_paths=[str(ROOT / "pipeline")])
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, **ENV, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", str(path), "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env=env, cwd=retrieval_world,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail("server did not start")
-                time.sleep(1)
-
+    with served_model(str(path), ENV, cwd=retrieval_world) as port:
         def post(rows, params=None):
             body = {"dataframe_split": {"columns": ["caption"], "data": rows}}
             if params is not None:
@@ -160,10 +140,6 @@ def test_served_model_answers_bad_requests_with_400_and_no_stack_trace(built, re
             assert str(ROOT) not in answer["message"] and "site-packages" not in answer["message"]
         status, answer = post([["A male pedestrian."]], {"top_k": 2})
         assert status == 200 and len(answer["predictions"][0]["image_names"]) == 2
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=20)
 
 
 # ------------------------------------------------------------------ search on the command line
