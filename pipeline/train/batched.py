@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from pipeline.train.cache import FeatureSource
-from pipeline.train.loop import EpochBudget, FitConfig, _save, cosine_with_warmup
+from pipeline.train.loop import EpochBudget, FitConfig, _save, cosine_with_warmup, epoch_seed
 from pipeline.train.model import SubtaskNet, masked_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def fit_group(members: Sequence[Member], source: FeatureSource, checkpoint: Path
         if start < cfg.epochs:
             log.info("%s: resuming from %s after epoch %d", desc, checkpoint, start)
     for epoch in range(start, cfg.epochs):
-        seeds = [m.cfg.seed * 1_000_003 + epoch for m in members]
+        seeds = [epoch_seed(m.cfg.seed, epoch) for m in members]
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         rng = _RngStreams(seeds, device)  # dropout, as fit's torch.manual_seed per epoch
         orders = [torch.randperm(n, generator=g) for g in gens]

@@ -58,6 +58,13 @@ class EpochBudget:
             raise Interrupted(f"stopped after {self.used} epoch(s) ({STOP_ENV})")
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of every random draw of one epoch (order, flips, dropout): what makes a resumed
+    run, and the batched path (pipeline/train/batched.py), draw exactly what an uninterrupted
+    per-subtask run draws."""
+    return seed * 1_000_003 + epoch
+
+
 def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear ramp over ``warmup_steps``, then cosine from 1 to 0."""
     def f(step: int) -> float:
@@ -199,8 +206,8 @@ def fit(net: SubtaskNet, source: FeatureSource, crop: str, index: np.ndarray, ta
             on_epoch(record)
     model = _wrap_ddp(net, device) if ddp else net
     for epoch in range(start, cfg.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout
         order = torch.randperm(len(index), generator=gen)
         flips = torch.randint(0, 2, (len(index),), generator=gen).bool() if cfg.train_flip \
             else torch.zeros(len(index), dtype=torch.bool)
