@@ -90,10 +90,11 @@ def parse_shard(text: str) -> Shard:
 
 def shard_from_env() -> Shard | None:
     """The torchrun rank as a shard (``RANK`` / ``WORLD_SIZE``), or None outside a multi-process launch."""
-    world = os.environ.get("WORLD_SIZE")
-    if not world or int(world) <= 1:
+    from pipeline.train import distributed
+
+    if distributed.world_size() <= 1:
         return None
-    return parse_shard(f"{os.environ.get('RANK', '0')}/{world}")
+    return parse_shard(f"{distributed.rank()}/{distributed.world_size()}")
 
 
 def list_images(folder: Path) -> tuple[list[Path], int]:
@@ -517,20 +518,14 @@ def merge(out: Path) -> dict[str, Any]:
 
 
 def _barrier() -> bool:
-    """Under torchrun (MASTER_ADDR set): wait for every rank over gloo; False when there is no group."""
+    """Under torchrun (MASTER_ADDR set): wait for every rank over gloo - for hours if need be,
+    shards end at different times; False when there is no group."""
+    from pipeline.train import distributed
+
     if not os.environ.get("MASTER_ADDR"):
         return False
-    import datetime
-
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        return False
-    dist.init_process_group("gloo", timeout=datetime.timedelta(hours=6))
-    try:
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    with distributed.process_group("cpu", timeout_s=6 * 3600):
+        distributed.barrier()
     return True
 
 

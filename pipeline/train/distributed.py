@@ -69,10 +69,10 @@ def threads_per_rank() -> int:
 
 
 @contextmanager
-def process_group(device: str) -> Iterator[str]:
+def process_group(device: str, timeout_s: float | None = None) -> Iterator[str]:
     """Join the process group the environment describes (no-op for one process); yield this
-    rank's device (``cuda:<local rank>`` on GPUs). The group is destroyed on the way out, error
-    or not."""
+    rank's device (``cuda:<local rank>`` on GPUs). ``timeout_s`` bounds its collectives (torch's
+    default when None). The group is destroyed on the way out, error or not."""
     if world_size() <= 1:
         yield device
         return
@@ -83,7 +83,12 @@ def process_group(device: str) -> Iterator[str]:
         device = f"cuda:{local_rank()}"
         torch.cuda.set_device(device)
     backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend, init_method="env://")
+    extra: dict[str, Any] = {}
+    if timeout_s is not None:
+        import datetime
+
+        extra["timeout"] = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group(backend, init_method="env://", **extra)
     log.info("rank %d/%d joined (%s, %s)", rank(), world_size(), backend, device)
     try:
         yield device
