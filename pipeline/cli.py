@@ -464,6 +464,8 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
             raise serving.InputError(f"gallery {gallery} not found (python -m pipeline predict writes one)")
     except (serving.InputError, OutputError) as e:
         fail(str(e))
+    import json
+
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -488,6 +490,9 @@ def search(caption: str = typer.Argument(..., help="A caption, e.g. 'A female pe
         from pipeline.baseline.combine import message
 
         typer.echo(f"[{out['path']}] {message(out['path'])}")
+    if out.get("attributes") not in (None, "{}"):  # what the ranking used (models before it lack it)
+        read = json.loads(out["attributes"])
+        typer.echo("read: " + ", ".join(f"{g}={v}" for g, v in read.items()))
     for i, (name, dist) in enumerate(zip(out["image_names"], out["distances"]), start=1):
         typer.echo(f"{i:3d}. {name}  {dist:.4f}")
     if grid is not None:

@@ -208,6 +208,9 @@ class BaselineParams(Section):
     combine: Combine
     fusion_weight: Fraction
     min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)]
+    reader: bool
+    reader_min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)]
+    reader_min_margin: Annotated[float, Field(ge=0.0, le=2.0)]
     register_model: bool
     model_name: Annotated[str, Field(min_length=1)]
     metric: Annotated[str, Field(min_length=1)]

@@ -10,7 +10,9 @@ with ``caption``, ``domain`` (the parsed domain that routed it), ``image_names``
 ``distances`` (lists, nearest first). The ``top_k`` params overrides k per request. ``path`` says
 which reader answered: ``decoupled`` (the mapping read every word), ``dual_encoder`` or ``fusion``
 (the bundled baseline read what the mapping could not), or ``none`` - nothing understood, empty
-lists, never a silent list at distance 0 (:mod:`pipeline.baseline.combine`, docs/retrieval.md).
+lists, never a silent list at distance 0 (:mod:`pipeline.baseline.combine`, docs/retrieval.md);
+``attributes`` (JSON) what the ranking used: the mapping's reading, widened by the everyday-words
+reader (:mod:`pipeline.baseline.reader`) on the fallback paths.
 
 Hostile input is refused before any ranking, as one line: a caption that is null, not text, or
 not valid UTF-8 (lone surrogates), and a ``top_k`` that is not a whole number >= 1. Served, that

@@ -12,9 +12,11 @@ part (``red`` -> colour, and so the vehicle domain) or not at all. So each capti
    - parsed to a domain and every content word known: ``decoupled`` - the keywords-only distance;
    - no known word and no training caption within ``min_similarity`` (cosine of the raw MiniLM
      sentence embeddings: another language, gibberish): ``none``;
-   - with ``combine: fusion``, when the mapping's domain is the one the dual encoder picks and the
-     mapping read some attribute: ``fusion`` - z-scored dual-encoder similarity (weight
-     ``fusion_weight``) minus z-scored decoupled distance, over the domain's images;
+   - with ``combine: fusion``, when some attribute of the dual encoder's domain is read - by the
+     mapping, or by the everyday-words :class:`~pipeline.baseline.reader.Reader` ("lady" ->
+     female, "rucksack" -> backpack; ``reader: true``): ``fusion`` - z-scored dual-encoder
+     similarity (weight ``fusion_weight``) minus z-scored decoupled distance of what was read,
+     over the domain's images;
    - otherwise: ``dual_encoder`` - the dual encoder's cosine similarity over its domain's images.
 
 3. **Domain.** For a caption with unknown words the dual encoder's text tower decides the
@@ -74,7 +76,9 @@ def decide(words: Words, parsed_domain: str, has_attributes: bool, de_domain: st
     """``(path, domain)`` for one caption (the table in the module docstring).
 
     ``de_domain`` / ``similarity`` (the dual encoder's domain, the best cosine to a training
-    caption) are only needed - and only computed - when the decoupled path does not answer.
+    caption) are only needed - and only computed - when the decoupled path does not answer;
+    ``has_attributes`` then says whether the caption states some attribute of ``de_domain``
+    (read by the mapping or by the :class:`~pipeline.baseline.reader.Reader`).
     """
     if not words.content:
         return NONE, "unknown"
@@ -84,7 +88,7 @@ def decide(words: Words, parsed_domain: str, has_attributes: bool, de_domain: st
         return NONE, "unknown"  # no dual encoder to ask
     if not words.known and (similarity is None or similarity < min_similarity):
         return NONE, "unknown"
-    if combine == FUSION and parsed_domain == de_domain and has_attributes:
+    if combine == FUSION and has_attributes:
         return FUSION, de_domain
     return DUAL_ENCODER, de_domain
 
@@ -116,12 +120,19 @@ class Fallback:
     """The dual encoder as the served ensemble's second reader (see the module docstring)."""
 
     def __init__(self, encoder: Any, embeddings: Mapping[str, np.ndarray], vocab: Sequence[str],
-                 reference: Any, combine: str, fusion_weight: float, min_similarity: float):
+                 reference: Any, combine: str, fusion_weight: float, min_similarity: float,
+                 reader: Mapping[str, float] | None = None):
         self.encoder = encoder
         self.embeddings = embeddings  # name -> embedding
         self.vocab = frozenset(vocab)
         self.reference = reference    # encoder.Reference: the training captions
         self.combine, self.fusion_weight, self.min_similarity = combine, fusion_weight, min_similarity
+        self.reader = None  # everyday words -> attributes, with {"min_cosine", "min_margin"}
+        if reader is not None:
+            from pipeline.baseline.reader import Reader
+
+            self.reader = Reader(lambda texts: encoder.encode(list(texts))[1], reader["min_cosine"],
+                                 reader["min_margin"], self.vocab)
 
     @classmethod
     def load(cls, artifacts: Mapping[str, str], **overrides: Any) -> "Fallback":
@@ -133,7 +144,7 @@ class Fallback:
         return cls(TextEncoder(artifacts["fallback_model"]), dict(zip(g.names.tolist(), g.embeddings)),
                    json.loads(Path(artifacts["fallback_vocab"]).read_text()),
                    Reference.load(artifacts["fallback_reference"]), config["combine"], config["fusion_weight"],
-                   config["min_similarity"])
+                   config["min_similarity"], config.get("reader"))  # models before the reader have none
 
     def gallery_for(self, index: Any) -> np.ndarray:
         """The dual-encoder embeddings in the order of the decoupled index's names."""
@@ -147,7 +158,9 @@ class Fallback:
 
 def answer(captions: Sequence[str], parsed: Sequence[Any], decoupled: Any, index: Any, form: str, k: int,
            fallback: Fallback | None = None, gallery: np.ndarray | None = None) -> dict[str, list]:
-    """The served answer columns for every caption: ``domain``, ``path``, ``image_names``, ``distances``.
+    """The served answer columns for every caption: ``domain``, ``path``, ``attributes`` (JSON: what
+    was read and ranked by - the mapping's reading, widened by the reader on the fallback paths),
+    ``image_names``, ``distances``.
 
     ``decoupled`` is the decoupled :class:`pipeline.rank.Ranking` of the same captions. Without a
     fallback, a caption the mapping reads goes the decoupled path and any other gets ``none``.
@@ -157,13 +170,13 @@ def answer(captions: Sequence[str], parsed: Sequence[Any], decoupled: Any, index
     words = [words_of(c, vocab) for c in captions]
     if fallback is None:  # no vocabulary to judge by: the mapping's reading decides alone
         words = [Words(w.content, ()) for w in words]
-    out = {"domain": ["unknown"] * n, "path": [NONE] * n, "image_names": [[] for _ in range(n)],
-           "distances": [[] for _ in range(n)]}
+    out = {"domain": ["unknown"] * n, "path": [NONE] * n, "attributes": ["{}"] * n,
+           "image_names": [[] for _ in range(n)], "distances": [[] for _ in range(n)]}
     need = []
     for i, (w, p) in enumerate(zip(words, parsed)):
         path, domain = decide(w, p.domain, bool(p.attributes), None, None, "", 0.0)
         if path == DECOUPLED:
-            out["domain"][i], out["path"][i] = domain, path
+            out["domain"][i], out["path"][i], out["attributes"][i] = domain, path, json.dumps(p.attributes)
             out["image_names"][i], out["distances"][i] = list(decoupled.names[i]), list(decoupled.distances[i])
         elif w.content and fallback is not None:
             need.append(i)
@@ -171,25 +184,33 @@ def answer(captions: Sequence[str], parsed: Sequence[Any], decoupled: Any, index
         return out
     if gallery is None:
         gallery = fallback.gallery_for(index)
+    from pipeline.mapping.words import DOMAIN_OF_GROUP
+
     joint, raw = fallback.encoder.encode([captions[i] for i in need])
     best_ref, text_domain = fallback.reference.nearest(raw)
     sims_all = joint @ gallery.T
+    de_domains = [d if d in schema.DOMAINS else domain_vote(sims_all[j], index.domain)
+                  for j, d in enumerate(text_domain)]
+    # What each caption states in that domain: the mapping's reading, widened by the reader.
+    stated = [{g: v for g, v in parsed[i].attributes.items() if DOMAIN_OF_GROUP[g] == d}
+              for i, d in zip(need, de_domains)]
+    if fallback.reader is not None:
+        stated = fallback.reader.read([captions[i] for i in need], stated, de_domains)
     for j, i in enumerate(need):
-        sims = sims_all[j]
-        de_domain = text_domain[j] if text_domain[j] in schema.DOMAINS else domain_vote(sims, index.domain)
-        p = parsed[i]
-        path, domain = decide(words[i], p.domain, bool(p.attributes), de_domain, float(best_ref[j]),
+        sims, de_domain, attributes = sims_all[j], de_domains[j], stated[j]
+        path, domain = decide(words[i], parsed[i].domain, bool(attributes), de_domain, float(best_ref[j]),
                               fallback.combine, fallback.min_similarity)
         out["domain"][i], out["path"][i] = domain, path
         if path == NONE:
             continue
+        out["attributes"][i] = json.dumps(attributes)
         cand = np.flatnonzero(index.domain == domain)
         s = sims[cand]
         if path == FUSION:
             from pipeline.rank import distances, query_vectors
 
             groups = schema.GROUPS_BY_DOMAIN[domain]
-            onehot, mask = query_vectors([p.attributes], groups)
+            onehot, mask = query_vectors([attributes], groups)
             d = distances(onehot, mask, index.probs[domain], groups, form)[0]
             score = fallback.fusion_weight * zscore(s) - (1 - fallback.fusion_weight) * zscore(d)
             best = top(score, k)

@@ -13,9 +13,16 @@ short list of captions written whole, with the attributes they state, for the te
 
 from __future__ import annotations
 
+import importlib
+import sys
+from types import ModuleType
 from typing import Mapping
 
 import numpy as np
+
+#: The phrase banks: ``dev`` (below; the reader's thresholds were chosen on it) and ``heldout``,
+#: written separately without seeing the reader, for checking those choices on unseen words.
+BANKS = {"dev": __name__, "heldout": "pipeline.baseline.paraphrase_heldout"}
 
 #: The person, by gender and age (the subject every pedestrian caption has).
 SUBJECT: dict[tuple[str, str], list[str]] = {
@@ -85,24 +92,26 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def pedestrian(attrs: Mapping[str, str], rng: np.random.Generator) -> str:
-    """An everyday caption of a pedestrian stating ``attrs`` (gender, age and orientation at least)."""
+def pedestrian(attrs: Mapping[str, str], rng: np.random.Generator, bank: ModuleType | None = None) -> str:
+    """An everyday caption of a pedestrian stating ``attrs`` (gender, age and orientation at least),
+    in the words of ``bank`` (a module with this one's phrase tables; default: this one)."""
+    b = bank or sys.modules[__name__]
     if "gender" in attrs:
-        subject = _pick(rng, SUBJECT[(attrs["gender"], attrs.get("age", "18to60"))])
+        subject = _pick(rng, b.SUBJECT[(attrs["gender"], attrs.get("age", "18to60"))])
     else:
         subject = _pick(rng, ["person", "pedestrian walking", "someone on foot"])
     upper = attrs.get("upper")
     parts = []
     for group in ("orientation", "handbag", "bag", "holds_objects", "hat", "glasses", "long_coat"):
-        if (group, attrs.get(group)) in PHRASES:
-            parts.append(_pick(rng, PHRASES[(group, attrs[group])]))
+        if (group, attrs.get(group)) in b.PHRASES:
+            parts.append(_pick(rng, b.PHRASES[(group, attrs[group])]))
     if "sleeve" in attrs:
-        top = _pick(rng, PHRASES[("sleeve", attrs["sleeve"])])
+        top = _pick(rng, b.PHRASES[("sleeve", attrs["sleeve"])])
         if (upper and upper != "none"):
             word, rest = top.rsplit(" ", 1)
-            top = f"{word} {_pick(rng, PHRASES[('upper', upper)])} {rest}"
+            top = f"{word} {_pick(rng, b.PHRASES[('upper', upper)])} {rest}"
         if attrs.get("skirt") == "yes":
-            top += " " + _pick(rng, PHRASES[("skirt", "yes")])
+            top += " " + _pick(rng, b.PHRASES[("skirt", "yes")])
         parts.append(top)
     order = rng.permutation(len(parts)).tolist() if len(parts) > 1 else [0] * len(parts)
     body = ", ".join(parts[i] for i in order)
@@ -114,11 +123,12 @@ def pedestrian(attrs: Mapping[str, str], rng: np.random.Generator) -> str:
     return f"{subject[0].upper()}{subject[1:]} {body}"
 
 
-def vehicle(attrs: Mapping[str, str], rng: np.random.Generator) -> str:
+def vehicle(attrs: Mapping[str, str], rng: np.random.Generator, bank: ModuleType | None = None) -> str:
     """An everyday caption of a vehicle stating ``attrs`` (any of colour, brand, type)."""
-    colour = _pick(rng, COLOUR[attrs["color"]]) if "color" in attrs else ""
-    brand = _pick(rng, BRAND.get(attrs["brand"], [attrs["brand"]])) if "brand" in attrs else ""
-    kind = _pick(rng, TYPE[attrs["type"]]) if "type" in attrs else _pick(rng, CAR)
+    b = bank or sys.modules[__name__]
+    colour = _pick(rng, b.COLOUR[attrs["color"]]) if "color" in attrs else ""
+    brand = _pick(rng, b.BRAND.get(attrs["brand"], [attrs["brand"]])) if "brand" in attrs else ""
+    kind = _pick(rng, b.TYPE[attrs["type"]]) if "type" in attrs else _pick(rng, b.CAR)
     frame = int(rng.integers(3))
     if frame == 0 or not colour:
         words = " ".join(w for w in (colour, brand, kind) if w)
@@ -128,11 +138,15 @@ def vehicle(attrs: Mapping[str, str], rng: np.random.Generator) -> str:
     return f"{colour} {kind}" + (f" made by {brand}" if brand else "")
 
 
-def paraphrase(domain: str, attrs: Mapping[str, str], seed: int) -> str:
-    """An everyday caption stating exactly ``attrs`` of ``domain`` (seeded: same inputs, same words)."""
+def paraphrase(domain: str, attrs: Mapping[str, str], seed: int, bank: str = "dev") -> str:
+    """An everyday caption stating exactly ``attrs`` of ``domain`` (seeded: same inputs, same
+    words), from the ``dev`` bank (this module) or the ``heldout`` one (:mod:`.paraphrase_heldout`)."""
+    if bank not in BANKS:
+        raise ValueError(f"unknown paraphrase bank {bank!r}; expected one of {list(BANKS)}")
+    module = importlib.import_module(BANKS[bank])
     rng = np.random.default_rng(seed)
     if domain == "pedestrian":
-        return pedestrian(attrs, rng)
+        return pedestrian(attrs, rng, module)
     if domain == "vehicle":
-        return vehicle(attrs, rng)
+        return vehicle(attrs, rng, module)
     raise ValueError(f"cannot paraphrase a caption of domain {domain!r}")

@@ -263,7 +263,9 @@ def run(params: Params, io: BaselineIO) -> dict[str, Any]:
     raw = torch.nn.functional.normalize(pooled[train_text[first]].float(), dim=-1).cpu().numpy()
     Reference(raw, np.array(schema.DOMAINS)[pairs.domain[first]]).save(model_dir / "reference_text.npz")
     write_atomic(model_dir / "fallback.json", json.dumps(
-        {"combine": b.combine, "fusion_weight": b.fusion_weight, "min_similarity": b.min_similarity}, indent=2))
+        {"combine": b.combine, "fusion_weight": b.fusion_weight, "min_similarity": b.min_similarity,
+         "reader": {"min_cosine": b.reader_min_cosine, "min_margin": b.reader_min_margin} if b.reader else None},
+        indent=2))
     write_atomic(io.out / "submission.json", json.dumps(sub, indent=1))
     write_curves(history, io.out / "plots" / "curves.csv")
     if result:

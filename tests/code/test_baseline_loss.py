@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -117,8 +118,11 @@ def _words(known=(), unknown=()):
 @pytest.mark.parametrize("words, parsed, attrs, de, sim, mode, expected", [
     (_words(), "unknown", False, "pedestrian", 0.9, "fusion", ("none", "unknown")),           # empty / punctuation
     (_words(["female"]), "pedestrian", True, None, None, "fusion", ("decoupled", "pedestrian")),
-    (_words(["red", "dress"], ["lady"]), "vehicle", True, "pedestrian", 0.6, "fusion",
-     ("dual_encoder", "pedestrian")),                                                      # domain arbitration
+    # domain arbitration: the mapping read a colour (vehicle), the dual encoder says person and
+    # nothing of a person was read -> its similarity alone; with a person attribute read -> fusion
+    (_words(["red", "dress"], ["lady"]), "vehicle", False, "pedestrian", 0.6, "fusion",
+     ("dual_encoder", "pedestrian")),
+    (_words(["red", "dress"], ["lady"]), "vehicle", True, "pedestrian", 0.6, "fusion", ("fusion", "pedestrian")),
     (_words(["backpack"], ["lady"]), "pedestrian", True, "pedestrian", 0.6, "fusion", ("fusion", "pedestrian")),
     (_words(["backpack"], ["lady"]), "pedestrian", True, "pedestrian", 0.6, "fallback",
      ("dual_encoder", "pedestrian")),
@@ -202,6 +206,7 @@ def test_answer_without_fallback_says_none_instead_of_a_silent_list():
     assert out["path"] == ["none", "decoupled", "none"]
     assert out["image_names"][0] == [] and out["distances"][2] == []
     assert out["image_names"][1] == r.names[1]
+    assert [json.loads(a) for a in out["attributes"]] == [{}, {"gender": "female"}, {}]
 
 
 def test_answer_with_fallback_arbitrates_the_domain():
@@ -217,6 +222,32 @@ def test_answer_with_fallback_arbitrates_the_domain():
     assert out["distances"][0][0] == pytest.approx(0.0)
     assert out["path"][1] == "fusion" and out["domain"][1] == "vehicle"  # "car" unknown, domain agrees
     assert out["path"][2] == "none" and out["image_names"][2] == []      # unknown words, far from every caption
+
+
+class _Reader:
+    """Reads "lady" as female (what the MiniLM reader does, without MiniLM)."""
+
+    def read(self, captions, stated, domains):
+        return [{**s, **({"gender": "female"} if "lady" in c and d == "pedestrian" else {})}
+                for c, s, d in zip(captions, stated, domains)]
+
+
+def test_answer_ranks_what_the_reader_read_in_the_domain_the_dual_encoder_picked():
+    from pipeline.rank import distances, query_vectors, rank
+
+    index = _index()
+    caps = ["a lady in a red dress", "a white car"]
+    parsed = [_Parsed("vehicle", {"color": "red"}), _Parsed("vehicle", {"color": "white"})]
+    r = rank(index, [(p.domain, p.attributes) for p in parsed], form="paper", k=3)
+    fb = _fallback()
+    fb.reader, fb.fusion_weight = _Reader(), 0.0  # weight 0: the decoupled distance of what was read
+    out = combine.answer(caps, parsed, r, index, "paper", 3, fb)
+    assert out["path"] == ["fusion", "fusion"] and out["domain"] == ["pedestrian", "vehicle"]
+    assert [json.loads(a) for a in out["attributes"]] == [{"gender": "female"}, {"color": "white"}]
+    groups = combine.schema.GROUPS_BY_DOMAIN["pedestrian"]
+    onehot, mask = query_vectors([{"gender": "female"}], groups)  # the colour is not a person's
+    d = distances(onehot, mask, index.probs["pedestrian"], groups, "paper")[0]
+    assert out["image_names"][0] == index.names[:3][np.lexsort((np.arange(3), d))].tolist()
 
 
 # --------------------------------------------------------------------------- paraphrases

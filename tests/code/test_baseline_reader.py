@@ -1,0 +1,77 @@
+"""The everyday-words reader (pipeline/baseline/reader.py) with a stand-in encoder, and the paraphrase banks."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from pipeline.baseline import paraphrase, paraphrase_heldout
+from pipeline.baseline.reader import MEANINGS, Reader, phrases
+
+#: Stand-in for MiniLM: texts of one concept share a direction, every other text gets its own.
+CONCEPTS = {"woman": "F", "female": "F", "lady": "F", "backpack": "B", "rucksack": "B",
+            "hat": "H", "wearing": "W", "clothes": "W", "red": "R", "crimson": "R"}
+
+
+def encode(texts):
+    out = []
+    for t in texts:
+        key = CONCEPTS.get(t, t)
+        v = np.random.default_rng(zlib.crc32(key.encode())).standard_normal(256)
+        out.append(v / np.linalg.norm(v))
+    return np.array(out, np.float32)
+
+
+def reader(**kw):
+    return Reader(encode, kw.get("min_cosine", 0.5), kw.get("min_margin", 0.05), vocab=["wearing", "pedestrian"])
+
+
+def test_phrases_are_content_ngrams_outside_negations():
+    assert phrases("A lady with a rucksack") == ["lady", "rucksack", "lady rucksack"]
+    assert "hat" not in phrases("a man not wearing a hat, carrying a bag")  # the mapping's negation window
+    assert "bag" in phrases("a man not wearing a hat, carrying a bag")
+    assert phrases("") == [] and phrases(None) == [] and phrases("?!") == []
+
+
+def test_reader_states_the_values_of_near_phrases_and_keeps_the_mappings_reading():
+    got = reader().read(["a lady with a rucksack", "a lady with a rucksack", "crimson thing"],
+                        [{}, {"gender": "male"}, {}], ["pedestrian", "pedestrian", "vehicle"])
+    assert got[0] == {"gender": "female", "bag": "backpack"}
+    assert got[1] == {"gender": "male", "bag": "backpack"}  # what the mapping read stands
+    assert got[2] == {"color": "red"}
+
+
+def test_reader_reads_only_the_captions_domain_and_nothing_from_filler_or_odd_input():
+    r = reader()
+    got = r.read(["a lady", "wearing clothes", "", "zzzz qqqq", "a lady"], [{}] * 5,
+                 ["vehicle", "pedestrian", "pedestrian", "pedestrian", "unknown"])
+    assert got == [{}] * 5
+    assert "wearing" in r.filler and "hat" not in r.filler  # filler: training words that mean no value
+
+
+def test_reader_thresholds():
+    assert reader(min_cosine=1.01).read(["a lady"], [{}], ["pedestrian"]) == [{}]
+    assert reader(min_margin=2.0).read(["a lady"], [{}], ["pedestrian"]) == [{}]
+
+
+def test_meanings_name_real_values():
+    from pipeline import schema
+
+    for group, value in MEANINGS:
+        schema.GROUPS[group].index(value)  # raises on a typo
+
+
+def test_heldout_bank_has_the_dev_banks_keys_and_none_of_its_phrases():
+    for name in ("SUBJECT", "PHRASES", "COLOUR", "TYPE", "BRAND"):
+        dev, held = getattr(paraphrase, name), getattr(paraphrase_heldout, name)
+        assert set(dev) == set(held), name
+        for key in dev:
+            assert not set(dev[key]) & set(held[key]), (name, key)
+    attrs = {"gender": "female", "age": "under18", "orientation": "back", "bag": "backpack", "sleeve": "short"}
+    a = paraphrase.paraphrase("pedestrian", attrs, 3, bank="heldout")
+    assert a == paraphrase.paraphrase("pedestrian", attrs, 3, bank="heldout") != paraphrase.paraphrase(
+        "pedestrian", attrs, 3)
+    with pytest.raises(ValueError, match="bank"):
+        paraphrase.paraphrase("pedestrian", attrs, 3, bank="other")
