@@ -205,11 +205,22 @@ def dvc(root: Path, env: Mapping[str, str], *args: str, timeout: float = 600, ch
 
 
 def queue(root: Path, env: Mapping[str, str], runs: Sequence[tuple[Row, int]],
-          profile: str | None) -> list[str]:
-    """Queue one experiment per (row, seed); an earlier experiment of the same name is removed first."""
+          profile: str | None, rerun: bool = False) -> list[str]:
+    """Queue one experiment per (row, seed) and return the names queued.
+
+    An experiment of the same name that finished on this commit (``dvc exp show`` lists only
+    HEAD's) is kept, so adding a seed does not rerun the others; with ``rerun`` - or when it is
+    still queued or running - it is removed and queued again.
+    """
     params = yaml.safe_load((root / "params.yaml").read_text())
+    if not rerun:
+        done = {n for n, exp in collect_raw(root, env).items() if exp["metrics"]}
+        kept = [experiment_name(r, s) for r, s in runs if experiment_name(r, s) in done]
+        if kept:
+            log.info("keeping experiments already run on this commit (--rerun to redo them): %s", kept)
+        runs = [(r, s) for r, s in runs if experiment_name(r, s) not in done]
     names = [experiment_name(r, s) for r, s in runs]
-    existing = set(collect_raw(root, env, finished_only=False))
+    existing = set(collect_raw(root, env, finished_only=False)) if names else set()
     stale = [n for n in names if n in existing]
     if stale:
         log.info("removing earlier experiments %s", stale)
@@ -560,18 +571,20 @@ def parse_list(text: str | None, kind: type = str) -> list:
 
 
 def ablation(root: Path, rows: Sequence[str] | None, seeds: Sequence[int], profile: str | None,
-             reuse: bool, out: Path, command: str, timeout_s: float = 6 * 3600) -> Result:
-    """Queue and run the rows (or, with ``reuse``, only collect), then write the report."""
+             reuse: bool, out: Path, command: str, timeout_s: float = 6 * 3600, rerun: bool = False) -> Result:
+    """Queue and run the rows not yet run on this commit (all with ``rerun``; none with
+    ``reuse``: only collect), then write the report."""
     picked = pick_rows(rows)
     if any(s < 0 for s in seeds):
         raise AblationError(f"seeds must be non-negative, got {list(seeds)}")
     env = environment(root)
     runs = plan(picked, seeds)
     if not reuse:
-        names = queue(root, env, runs, profile)
-        started = time.perf_counter()
-        states = run_queue(root, env, names, timeout_s)
-        log.info("%d experiments in %.0f s: %s", len(names), time.perf_counter() - started, states)
+        names = queue(root, env, runs, profile, rerun)
+        if names:
+            started = time.perf_counter()
+            states = run_queue(root, env, names, timeout_s)
+            log.info("%d experiments in %.0f s: %s", len(names), time.perf_counter() - started, states)
     raw = collect_raw(root, env)
     result = gather(picked, seeds, raw)
     result.member = str(yaml.safe_load((root / "params.yaml").read_text())["train"]["backbones"][0])

@@ -522,6 +522,8 @@ def ablation_cmd(rows: Optional[str] = typer.Option(None, "--rows", help="Comma-
                  profile: Optional[str] = typer.Option(None, "--profile", help="base.profile of every "
                                                        "experiment (default: params.yaml's)."),
                  reuse: bool = typer.Option(False, "--reuse", help="Only collect experiments already run."),
+                 rerun: bool = typer.Option(False, "--rerun", help="Run again the experiments already run "
+                                            "on this commit (kept by default)."),
                  out: Path = typer.Option(Path("reports"), "--out", help="[out] Folder of ablation.md/.png/.json."),
                  timeout: float = typer.Option(6 * 3600, "--timeout", help="Seconds to wait for the queue.")) -> None:
     """The ablation table: each row a queued DVC experiment per seed, collected into ablation.md/.png."""
@@ -536,7 +538,7 @@ def ablation_cmd(rows: Optional[str] = typer.Option(None, "--rows", help="Comma-
     command = "python -m pipeline " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         result = run_ablation(Path.cwd(), parse_list(rows) or None, parse_list(seeds, int), profile, reuse, out,
-                              command, timeout_s=timeout)
+                              command, timeout_s=timeout, rerun=rerun)
     except AblationError as e:
         fail(str(e))
     missing = [n for names in result.missing.values() for n in names]

@@ -139,3 +139,19 @@ def test_unfinished_experiments_are_not_collected(monkeypatch):
     assert list(ablation.collect_raw(None, {})) == ["ablation-a-s0"]
     assert sorted(ablation.collect_raw(None, {}, finished_only=False)) == ["ablation-a-s0", "ablation-b-s0",
                                                                           "ablation-c-s0"]
+
+
+def test_queue_keeps_finished_experiments_of_this_commit_unless_rerun(monkeypatch, tmp_path):
+    """Adding a seed must not rerun the seeds already run; --rerun removes and queues them again."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"backbones": ["tf_efficientnet_lite0"]}}))
+    done = {"ablation-clip-s0": {"params": {}, "metrics": {"baseline.json": {"x": 1}}, "rev": "r"}}
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(A, "collect_raw", lambda root, env, finished_only=True: done)
+    monkeypatch.setattr(A, "dvc", lambda root, env, *args, **kw: calls.append(args) or "")
+    clip = next(r for r in A.ROWS if r.name == "clip")
+    runs = [(clip, 0), (clip, 1)]
+    assert A.queue(tmp_path, {}, runs, None) == ["ablation-clip-s1"]
+    assert [c[:2] for c in calls] == [("exp", "run")] and "ablation-clip-s1" in calls[0]
+    calls.clear()
+    assert A.queue(tmp_path, {}, runs, None, rerun=True) == ["ablation-clip-s0", "ablation-clip-s1"]
+    assert calls[0] == ("exp", "remove", "ablation-clip-s0") and [c[:2] for c in calls[1:]] == [("exp", "run")] * 2

@@ -110,3 +110,12 @@ def test_reuse_collects_the_same_figures_without_queueing(ran):
     status = subprocess.run(["dvc", "queue", "status"], cwd=repo, env=pipeline_env(repo), capture_output=True,
                             text=True, timeout=120).stdout
     assert sum(name in status for name in NAMES) == 2 and "Queued" not in status, status
+
+
+def test_a_second_run_keeps_the_experiments_already_run_on_this_commit(ran):
+    repo = ran["repo"]
+    result, _ = ablation(repo, timeout=300)
+    assert "keeping experiments already run on this commit" in result.stderr + result.stdout
+    status = subprocess.run(["dvc", "queue", "status"], cwd=repo, env=pipeline_env(repo), capture_output=True,
+                            text=True, timeout=120).stdout
+    assert [sum(name in line for line in status.splitlines()) for name in NAMES] == [1, 1], status
