@@ -163,6 +163,9 @@ def test_stage_scores_serves_and_backs_the_ensemble(baseline_world):
         caps = ["This is a white Audi Sedan.", "a lady with a rucksack", "", "!!!", "\x00\x01"]
         served = serving.answer(artifacts, caps)
     assert served["path"].tolist()[0] == "decoupled" and served["domain"].iloc[0] == "vehicle"
+    assert json.loads(served["attributes"].iloc[0]) == {"color": "white", "type": "Sedan", "brand": "Audi"}
+    assert json.loads((out / "model" / "fallback.json").read_text())["reader"] == {
+        "min_cosine": params.baseline.reader_min_cosine, "min_margin": params.baseline.reader_min_margin}
     assert served["path"].iloc[1] in ("dual_encoder", "fusion", "none")
     assert served["path"].tolist()[2:] == ["none", "none", "none"]
     assert all(len(x) == 0 for x in served["image_names"].iloc[2:])
