@@ -2,8 +2,9 @@
 
 The per-subtask path (:func:`pipeline.train.stage.train_subtask`) runs each subtask's own copy of
 the tail over its own batches, one subtask after the other: twelve small forward/backward passes
-per step for pedestrians, each dominated by per-op overhead. Here the K tails of a group are
-stacked (``torch.func.stack_module_state``) and run as one module under ``vmap``, so one pass
+per step for pedestrians. Here the K tails of a group are stacked
+(``torch.func.stack_module_state``) and run as one module (:class:`StackedTails`: the shipped
+convolutional tails on a flat channels-last layout, anything else under ``vmap``), so one pass
 serves every subtask of the group; the heads (a Linear each, with differing class counts) run in a
 short loop.
 
@@ -17,8 +18,9 @@ float sums:
   one LR schedule serves all because a group shares its step count: subtasks are grouped by their
   number of labelled training rows (for pedestrians all twelve);
 - BatchNorm keeps running statistics per subtask (the buffers are stacked too).
-Differences: vmap runs the K convolutions as one grouped convolution (other float sums), and on
-CUDA with AMP one GradScaler serves the group (an overflow in one subtask skips the step of all).
+Differences: the K convolutions run as one grouped convolution or batched matrix product (other
+float sums), and on CUDA with AMP one GradScaler serves the group (an overflow in one subtask skips
+the step of all).
 
 The group checkpoints every epoch (stacked state, optimiser, schedule, per-subtask histories) and
 resumes from it; the trained tails are unstacked into ordinary :class:`SubtaskNet` objects, so
@@ -94,10 +96,101 @@ class _RngStreams:
         return out
 
 
-class StackedTails(torch.nn.Module):
-    """K copies of one tail architecture as stacked tensors, run by one ``vmap``'ed call."""
+class _MatmulConv2d(torch.nn.Conv2d):
+    """A 1x1 convolution (stride 1, no padding, one group) as a matrix product, for ``vmap``.
 
-    def __init__(self, tails: Sequence[torch.nn.Module]):
+    Under ``vmap`` with stacked weights a convolution becomes one grouped convolution (K groups),
+    which the CPU kernels run about 3x slower than K separate convolutions; a matrix product
+    becomes a batched one, about 2x faster than them (docs/training.md, "Batched tails").
+    """
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        out = torch.einsum("bchw,oc->bohw", x, weight.flatten(1))
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+class _FlatPointwiseConv2d(torch.nn.Conv2d):
+    """K 1x1 convolutions on the flat layout ``(B, K*C, H, W)`` (channels last) as one batched
+    matrix product; a K-group convolution gives the same result, about 3x slower on CPU."""
+
+    k: int
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        b, _, h, w = x.shape
+        wk = weight.view(self.k, -1, weight.shape[1])  # (K, O, C)
+        xs = x.permute(0, 2, 3, 1).reshape(b * h * w, self.k, -1)  # a view when x is channels last
+        out = torch.einsum("pkc,koc->pko", xs, wk).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def _is_pointwise(m: torch.nn.Module) -> bool:
+    return (type(m) is torch.nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1)
+            and m.padding == (0, 0) and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
+
+
+def _pointwise_as_matmul(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with its plain 1x1 convolutions switched to :class:`_MatmulConv2d` (in place)."""
+    for m in module.modules():
+        if _is_pointwise(m):
+            m.__class__ = _MatmulConv2d
+    return module
+
+
+#: Modules the flat layout runs as they are: per channel or elementwise, or containers of such
+#: (timm's InvertedResidual: convolutions, norms, a residual add).
+_FLAT_AS_IS = (torch.nn.Identity, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU, torch.nn.Hardswish,
+               torch.nn.Hardsigmoid, torch.nn.Sigmoid, torch.nn.GELU, torch.nn.Hardtanh,
+               torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d, torch.nn.Flatten, torch.nn.Sequential)
+_FLAT_CONTAINERS = ("InvertedResidual", "DepthwiseSeparableConv", "SelectAdaptivePool2d")
+
+
+def _flat_supported(tail: torch.nn.Module) -> bool:
+    """Whether every module of ``tail`` keeps the K subtasks' channels apart on ``(B, K*C, H, W)``."""
+    for m in tail.modules():
+        if type(m).__name__ in _FLAT_CONTAINERS:
+            if getattr(m, "pool_type", "avg").endswith("catavgmax"):  # concatenates channels
+                return False
+        elif isinstance(m, torch.nn.Conv2d):
+            if type(m) is not torch.nn.Conv2d or m.padding_mode != "zeros":
+                return False
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            if not m.affine or not m.track_running_stats or m.momentum is None:  # None: a K-vector count
+                return False
+        elif not isinstance(m, _FLAT_AS_IS):
+            return False
+    return True
+
+
+def _flat_module(tail: torch.nn.Module, k: int) -> torch.nn.Module:
+    """A copy of ``tail`` for the flat layout: the K subtasks' channels side by side, each
+    convolution grouped per subtask (1x1 ones as :class:`_FlatPointwiseConv2d`), each BatchNorm
+    over K times the channels (per channel, so exactly K separate BatchNorms)."""
+    base = copy.deepcopy(tail)
+    for m in base.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            if _is_pointwise(m):
+                m.__class__ = _FlatPointwiseConv2d
+                m.k = k
+            else:
+                m.groups *= k
+            m.in_channels, m.out_channels = m.in_channels * k, m.out_channels * k
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.num_features *= k
+    return base
+
+
+class StackedTails(torch.nn.Module):
+    """K copies of one tail architecture as stacked tensors, run in one pass.
+
+    Convolutional tails of the shipped kind (convolutions, BatchNorm, activations, residual
+    blocks, pooling: :func:`_flat_supported`) run on the flat layout ``(B, K*C, H, W)`` in
+    channels-last memory, where every op is one native call over all K subtasks; other tails run
+    under ``vmap`` (slower: vmap's convolution and BatchNorm rules move and re-scale the
+    activations in extra passes; docs/training.md, "Batched tails").
+    """
+
+    def __init__(self, tails: Sequence[torch.nn.Module], flat: bool | None = None):
+        """``flat``: None picks the flat layout where :func:`_flat_supported`; False forces vmap."""
         super().__init__()
         from torch.func import stack_module_state
 
@@ -110,8 +203,10 @@ class StackedTails(torch.nn.Module):
         for i, n in enumerate(self._bnames):
             self.register_buffer(f"b{i}", buffers[n].clone())
         self.k = len(tails)
-        base = copy.deepcopy(tails[0])
-        self.__dict__["_base"] = base  # not a submodule: only its structure is used
+        self.flat = _flat_supported(tails[0]) if flat is None else flat and _flat_supported(tails[0])
+        # Not a submodule: only its structure is used.
+        self.__dict__["_base"] = _flat_module(tails[0], self.k) if self.flat else \
+            _pointwise_as_matmul(copy.deepcopy(tails[0]))
 
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         from torch.func import functional_call
@@ -125,6 +220,19 @@ class StackedTails(torch.nn.Module):
         self._base.train(self.training)
         params = {n: getattr(self, f"p{i}") for i, n in enumerate(self._pnames)}
         buffers = {n: getattr(self, f"b{i}") for i, n in enumerate(self._bnames)}
+        if self.flat:
+            # (K, ...) -> (K * first dim, ...): views, so BatchNorm's in-place running-statistics
+            # updates land in the stacked buffers.
+            def flat(t: torch.Tensor) -> torch.Tensor:
+                return t.view(-1, *t.shape[2:]) if t.dim() > 1 else t
+
+            k, b, c, h, w = x.shape
+            # (K, B, C, H, W) -> (B, K*C, H, W) in channels-last memory: BatchNorm and the
+            # matrix products run about 1.5x faster on it than on NCHW here.
+            x = x.permute(1, 3, 4, 0, 2).reshape(b, h, w, k * c).permute(0, 3, 1, 2)
+            z = self._call({n: flat(t) for n, t in params.items()},
+                           {n: flat(t) for n, t in buffers.items()}, x)
+            return z.reshape(b, k, -1).transpose(0, 1)
         # "different": a tail with dropout would draw per member from the global stream (the
         # shipped tails have none; the heads' dropout runs outside vmap, per member).
         return vmap(self._call, in_dims=(0, 0, 0), randomness="different")(params, buffers, x)
