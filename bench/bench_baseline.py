@@ -104,7 +104,7 @@ def main() -> None:
     from pipeline.baseline.combine import Fallback, fallback_artifacts
     from pipeline.baseline.encoder import Gallery, top_k_similar
     from pipeline.baseline.paraphrase import BANKS, paraphrase
-    from pipeline.baseline.reader import Reader
+    from pipeline.baseline.reader import Reader, read_exact
     from pipeline.formats import read_gt, read_table
     from pipeline.mapping import load_mapping
     from pipeline.rank import GalleryIndex, pad_to_k, rank
@@ -161,6 +161,10 @@ def main() -> None:
         row["reader_ms_per_caption"] = 1000 * (time.perf_counter() - t) / len(caps)
         row["read_attributes"] = attribute_agreement(read, [parsed[i].attributes for i in keep])
         row["mapping_attributes"] = attribute_agreement([p.attributes for p in cp], [parsed[i].attributes for i in keep])
+        cp = read_exact(cp, mapping.rules)  # as served: meanings named exactly fill the mapping's gaps
+        row["mapping_exact_attributes"] = attribute_agreement([p.attributes for p in cp],
+                                                              [parsed[i].attributes for i in keep])
+        dec = rank(index, [(p.domain, p.attributes) for p in cp], form=form, k=K)
         for mode, weight, with_reader in VARIANTS:
             fb.combine, fb.fusion_weight, fb.reader = mode, weight, reader if with_reader else None
             t = time.perf_counter()

@@ -134,7 +134,9 @@ class EnsembleRetriever(mlflow.pyfunc.PythonModel):
         except InputError as e:
             raise MlflowException.invalid_parameter_value(str(e)) from None
         k = max(1, min(k, len(self.index.names)))  # more than the gallery: the whole gallery
-        parsed = self.mapping.parse_many(captions)
+        from pipeline.baseline.reader import read_exact  # "female" where the mined rules say "she"
+
+        parsed = read_exact(self.mapping.parse_many(captions), getattr(self.mapping, "rules", ()))
         r = rank(self.index, [(p.domain, p.attributes) for p in parsed], form=self.form, k=k)
         from pipeline.baseline.combine import answer as paths  # which path answers each caption
 

@@ -25,7 +25,7 @@ paraphrase bank, checked on the held-out one: docs/retrieval.md).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -139,3 +139,48 @@ def phrases(caption: str) -> list[str]:
             words.append(t)
     runs.append(words)
     return [" ".join(w[s:s + n]) for w in runs for n in range(1, MAX_WORDS + 1) for s in range(len(w) - n + 1)]
+
+
+def _exact_meanings() -> dict[str, tuple[str, str]]:
+    """``{phrase: (group, value)}``: each meaning as :func:`phrases` spells it, when it names one value."""
+    from pipeline.mapping import FUNCTION_WORDS
+
+    seen: dict[str, set[tuple[str, str]]] = {}
+    for key, texts in MEANINGS.items():
+        for t in texts:
+            seen.setdefault(" ".join(w for w in tokens(t) if w not in FUNCTION_WORDS), set()).add(key)
+    return {p: next(iter(keys)) for p, keys in seen.items() if len(keys) == 1 and p}
+
+
+def read_exact(parsed: Sequence[Any], rules: Iterable[Any] = ()) -> list[Any]:
+    """The mapping's reading plus every value a caption names by one of its plain-word meanings.
+
+    The mined rules are a minimal cover of the template's captions: "she" states female, so
+    "female" is no rule, and "A female pedestrian with a backpack." reads as the backpack alone.
+    A phrase that *is* a meaning ("female", "woman", "backpack", "long coat") needs no similarity
+    and no model: it fills the groups the mapping left open, of the caption's domain (or, for a
+    caption the mapping gave no domain, of the one domain all such phrases agree on). A phrase
+    that is one of the mapping's ``rules`` is left to the mapping: where it did not read it, a
+    longer rule took it ("truck" inside the brand "Balong Heavy Truck").
+    """
+    from pipeline.mapping import DOMAIN_OF_GROUP, ParsedCaption
+
+    taken = {r.phrase for r in rules}
+    exact = {p: key for p, key in _exact_meanings().items() if p not in taken}
+    out = []
+    for p in parsed:
+        named: dict[str, str] = {}
+        for phrase in phrases(p.text):
+            key = exact.get(phrase)
+            if key is not None:
+                named.setdefault(*key)
+        domains = {DOMAIN_OF_GROUP[g] for g in named}
+        domain = p.domain if p.domain in schema.DOMAINS else (domains.pop() if len(domains) == 1 else p.domain)
+        extra = {g: v for g, v in named.items() if DOMAIN_OF_GROUP[g] == domain and g not in p.attributes}
+        if not extra:
+            out.append(p)
+            continue
+        order = [g.name for g in schema.GROUPS_BY_DOMAIN[domain]]
+        attrs = {**p.attributes, **extra} if domain == p.domain else extra
+        out.append(ParsedCaption(p.text, domain, {g: attrs[g] for g in order if g in attrs}))
+    return out

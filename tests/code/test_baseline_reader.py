@@ -75,3 +75,22 @@ def test_heldout_bank_has_the_dev_banks_keys_and_none_of_its_phrases():
         "pedestrian", attrs, 3)
     with pytest.raises(ValueError, match="bank"):
         paraphrase.paraphrase("pedestrian", attrs, 3, bank="other")
+
+
+def test_read_exact_fills_what_the_minimal_rules_leave_out_and_leaves_the_template_alone():
+    from pipeline.baseline.reader import read_exact
+    from pipeline.mapping import CaptionMapping, Rule
+
+    rules = [Rule("she", "gender", "female", 9, 1.0, "mined"), Rule("backpack", "bag", "backpack", 9, 1.0, "mined"),
+             Rule("truck", "type", "Truck", 9, 1.0, "mined"),
+             Rule("balong heavy truck", "brand", "Balong Heavy Truck", 9, 1.0, "mined")]
+    mapping = CaptionMapping(rules)
+    captions = ["A female pedestrian with a backpack.", "She is carrying a backpack.", "A Balong Heavy Truck.",
+                "a woman", "a woman and a white car", "no hat"]
+    got = read_exact(mapping.parse_many(captions), mapping.rules)
+    assert (got[0].domain, got[0].attributes) == ("pedestrian", {"gender": "female", "bag": "backpack"})
+    assert got[1].attributes == {"gender": "female", "bag": "backpack"}      # the template: as parsed
+    assert got[2].attributes == {"brand": "Balong Heavy Truck"}               # "truck" is the mapping's
+    assert (got[3].domain, got[3].attributes) == ("pedestrian", {"gender": "female"})  # domain from the meaning
+    assert got[4].domain == "unknown" and got[4].attributes == {}             # two domains: undecided
+    assert got[5].attributes == {}                                            # negated
