@@ -20,7 +20,7 @@ How a caption is read (:meth:`Reader.read`):
    groups of the caption's domain (decided before, by the dual encoder's text tower).
 
 The thresholds are ``baseline.reader_min_cosine`` / ``reader_min_margin`` (chosen on the dev
-paraphrase bank, checked on the held-out one: docs/retrieval.md).
+paraphrase bank, checked on the held-out one: docs/baseline.md).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Reader:
         self.encode, self.min_cosine, self.min_margin = encode, min_cosine, min_margin
         self.keys = [key for key, texts in MEANINGS.items() for _ in texts]
         meaning_words = {w for texts in MEANINGS.values() for t in texts for w in tokens(t)}
-        # The training captions' words that mean no value: "wearing", "pedestrian", "shirt".
+        # The training captions' words that mean no value: "wearing", "pedestrian", "person".
         self.filler = sorted(set(vocab) - meaning_words)
         self._anchors: np.ndarray | None = None
 
