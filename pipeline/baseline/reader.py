@@ -9,15 +9,17 @@ puts the two together: it finds what an everyday caption states, so the decouple
 
 How a caption is read (:meth:`Reader.read`):
 
-1. Its phrases: the word n-grams (up to :data:`MAX_WORDS`) of the caption's content words that
-   outside a negation's window ("no hat" states nothing here).
+1. Its phrases: the word n-grams (up to :data:`MAX_WORDS`) of the caption's content words,
+   none inside a negation's window ("no hat" states nothing here).
 2. Each phrase against :data:`MEANINGS` - a few words per attribute value saying what the value
    means, written from the schema (the PA-100K bit names, the vehicle vocabularies), not from any
-   caption - by the cosine of their raw MiniLM sentence embeddings.
-3. A group is stated when some phrase's best value in that group scores at least
-   ``min_cosine`` and beats the group's next value by ``min_margin``; the best such phrase wins.
-   The mapping's own reading always stands; the reader only fills groups it left open, and only
-   groups of the caption's domain (decided before, by the dual encoder's text tower).
+   caption - and against the training captions' filler words, by the cosine of their raw MiniLM
+   sentence embeddings.
+3. A phrase states the value of its nearest meaning among the domain's groups when that cosine
+   is at least ``min_cosine`` and beats the group's other values and the nearest filler word by
+   ``min_margin``; per group the best such phrase wins. The mapping's own reading always stands;
+   the reader only fills groups it left open, and only groups of the caption's domain (decided
+   before, by the dual encoder's text tower).
 
 The thresholds are ``baseline.reader_min_cosine`` / ``reader_min_margin`` (chosen on the dev
 paraphrase bank, checked on the held-out one: docs/baseline.md).
@@ -25,12 +27,13 @@ paraphrase bank, checked on the held-out one: docs/baseline.md).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from pipeline import schema
-from pipeline.mapping.words import tokens
+from pipeline.mapping.words import DOMAIN_OF_GROUP, FUNCTION_WORDS, NEGATION_WINDOW, NEGATIONS, tokens
 
 #: Longest phrase looked up, in words.
 MAX_WORDS = 3
@@ -78,6 +81,9 @@ class Reader:
         # The training captions' words that mean no value: "wearing", "pedestrian", "person".
         self.filler = sorted(set(vocab) - meaning_words)
         self._anchors: np.ndarray | None = None
+        # Per domain, the columns of its groups' meanings (the reader's search space).
+        self._cols = {d: np.array([j for j, (g, _) in enumerate(self.keys) if DOMAIN_OF_GROUP[g] == d])
+                      for d in schema.DOMAINS}
 
     def anchors(self) -> np.ndarray:
         """The meanings' embeddings, then the filler words' (computed on first use)."""
@@ -109,8 +115,7 @@ class Reader:
         nearest meaning of any other value of the same group, and the nearest filler word (a
         training-caption word that means no value), by ``min_margin``.
         """
-        cols = np.array([j for j, (g, _) in enumerate(self.keys) if schema.GROUPS[g] in
-                         schema.GROUPS_BY_DOMAIN[domain]])
+        cols = self._cols[domain]
         filler = sims[:, len(self.keys):].max(1, initial=-1.0)
         found: dict[str, tuple[str, float]] = {}
         for s, nothing in zip(sims[:, cols], filler):
@@ -125,9 +130,6 @@ class Reader:
 
 def phrases(caption: str) -> list[str]:
     """The caption's content-word n-grams (1 to :data:`MAX_WORDS` words), none inside a negation's window."""
-    from pipeline.mapping import FUNCTION_WORDS, NEGATIONS, tokens
-    from pipeline.mapping.words import NEGATION_WINDOW
-
     runs, words, skip = [], [], 0
     for t in tokens(caption if isinstance(caption, str) else ""):
         if t in NEGATIONS:  # "no hat", "not wearing a hat": the mapping's negation window
@@ -141,10 +143,10 @@ def phrases(caption: str) -> list[str]:
     return [" ".join(w[s:s + n]) for w in runs for n in range(1, MAX_WORDS + 1) for s in range(len(w) - n + 1)]
 
 
+@cache
 def _exact_meanings() -> dict[str, tuple[str, str]]:
-    """``{phrase: (group, value)}``: each meaning as :func:`phrases` spells it, when it names one value."""
-    from pipeline.mapping import FUNCTION_WORDS
-
+    """``{phrase: (group, value)}``: each meaning as :func:`phrases` spells it, when it names one
+    value (built once: :data:`MEANINGS` is a constant, and every served caption looks it up)."""
     seen: dict[str, set[tuple[str, str]]] = {}
     for key, texts in MEANINGS.items():
         for t in texts:
@@ -163,7 +165,7 @@ def read_exact(parsed: Sequence[Any], rules: Iterable[Any] = ()) -> list[Any]:
     that is one of the mapping's ``rules`` is left to the mapping: where it did not read it, a
     longer rule took it ("truck" inside the brand "Balong Heavy Truck").
     """
-    from pipeline.mapping import DOMAIN_OF_GROUP, ParsedCaption
+    from pipeline.mapping import ParsedCaption
 
     taken = {r.phrase for r in rules}
     exact = {p: key for p, key in _exact_meanings().items() if p not in taken}
