@@ -213,14 +213,14 @@ def queue(root: Path, env: Mapping[str, str], runs: Sequence[tuple[Row, int]],
     still queued or running - it is removed and queued again.
     """
     params = yaml.safe_load((root / "params.yaml").read_text())
+    existing = collect_raw(root, env, finished_only=False)  # one `dvc exp show`: it takes a while
     if not rerun:
-        done = {n for n, exp in collect_raw(root, env).items() if exp["metrics"]}
+        done = {n for n, exp in existing.items() if exp["finished"] and exp["metrics"]}
         kept = [experiment_name(r, s) for r, s in runs if experiment_name(r, s) in done]
         if kept:
             log.info("keeping experiments already run on this commit (--rerun to redo them): %s", kept)
         runs = [(r, s) for r, s in runs if experiment_name(r, s) not in done]
     names = [experiment_name(r, s) for r, s in runs]
-    existing = set(collect_raw(root, env, finished_only=False)) if names else set()
     stale = [n for n in names if n in existing]
     if stale:
         log.info("removing earlier experiments %s", stale)
@@ -284,14 +284,16 @@ def run_queue(root: Path, env: Mapping[str, str], names: Sequence[str], timeout_
 
 
 def collect_raw(root: Path, env: Mapping[str, str], finished_only: bool = True) -> dict[str, dict[str, Any]]:
-    """``{experiment name: {params, metrics}}`` of the finished experiments of HEAD, from ``dvc exp
-    show --json``. A queued or running experiment is left out: DVC shows it with the workspace's
-    metrics, which would pass for its own."""
+    """``{experiment name: {params, metrics, rev, finished}}`` of the finished experiments of HEAD,
+    from ``dvc exp show --json``. A queued or running experiment is left out (``finished_only``):
+    DVC shows it with the workspace's metrics, which would pass for its own."""
     out: dict[str, dict[str, Any]] = {}
     for commit in json.loads(dvc(root, env, "exp", "show", "--json", timeout=900) or "[]"):
         for exp in commit.get("experiments") or []:
-            if finished_only and (exp.get("executor") or {}).get("state") in ("queued", "running"):
-                log.info("%s is still %s: left out", exp.get("name"), exp["executor"]["state"])
+            state = (exp.get("executor") or {}).get("state")
+            finished = state not in ("queued", "running")
+            if finished_only and not finished:
+                log.info("%s is still %s: left out", exp.get("name"), state)
                 continue
             for rev in exp.get("revs") or []:
                 name, data = rev.get("name"), rev.get("data") or {}
@@ -300,7 +302,7 @@ def collect_raw(root: Path, env: Mapping[str, str], finished_only: bool = True) 
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
                 metrics = {Path(k).name: (v or {}).get("data", {})
                            for k, v in (data.get("metrics") or {}).items()}
-                out[name] = {"params": params, "metrics": metrics, "rev": rev.get("rev")}
+                out[name] = {"params": params, "metrics": metrics, "rev": rev.get("rev"), "finished": finished}
     return out
 
 

@@ -144,7 +144,7 @@ def test_unfinished_experiments_are_not_collected(monkeypatch):
 def test_queue_keeps_finished_experiments_of_this_commit_unless_rerun(monkeypatch, tmp_path):
     """Adding a seed must not rerun the seeds already run; --rerun removes and queues them again."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"backbones": ["tf_efficientnet_lite0"]}}))
-    done = {"ablation-clip-s0": {"params": {}, "metrics": {"baseline.json": {"x": 1}}, "rev": "r"}}
+    done = {"ablation-clip-s0": {"params": {}, "metrics": {"baseline.json": {"x": 1}}, "rev": "r", "finished": True}}
     calls: list[tuple[str, ...]] = []
     monkeypatch.setattr(A, "collect_raw", lambda root, env, finished_only=True: done)
     monkeypatch.setattr(A, "dvc", lambda root, env, *args, **kw: calls.append(args) or "")
