@@ -11,10 +11,12 @@ How a caption is read (:meth:`Reader.read`):
 
 1. Its phrases: the word n-grams (up to :data:`MAX_WORDS`) of the caption's content words,
    none inside a negation's window ("no hat" states nothing here).
-2. Each phrase against :data:`MEANINGS` - a few words per attribute value saying what the value
-   means, written from the schema (the PA-100K bit names, the vehicle vocabularies), not from any
-   caption - and against the training captions' filler words, by the cosine of their raw MiniLM
-   sentence embeddings.
+2. Each phrase against :data:`LEXICON` - :data:`MEANINGS`, a few words per attribute value saying
+   what the value means, plus the thesaurus's synonyms, shades, nicknames and misspellings
+   (:mod:`pipeline.baseline.thesaurus`); both written from the schema (the PA-100K bit names, the
+   vehicle vocabularies), not from any caption - and against the training captions' filler words,
+   by the cosine of their raw MiniLM sentence embeddings. A phrase that *is* a lexicon entry
+   needs no model: :func:`read_exact` reads it for every served caption.
 3. A phrase states the value of its nearest meaning among the domain's groups when that cosine
    is at least ``min_cosine`` and beats the group's other values and the nearest filler word by
    ``min_margin``; per group the best such phrase wins. The mapping's own reading always stands;
@@ -33,6 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pipeline import schema
+from pipeline.baseline.thesaurus import SYNONYMS
 from pipeline.mapping.words import DOMAIN_OF_GROUP, FUNCTION_WORDS, NEGATION_WINDOW, NEGATIONS, tokens
 
 #: Longest phrase looked up, in words.
@@ -68,18 +71,29 @@ MEANINGS: dict[tuple[str, str], tuple[str, ...]] = {
     **{("brand", v): (v.lower().replace("-", " "),) for v in schema.VEHICLE_BRANDS},
 }
 
+#: Every way of naming a value that is looked up exactly (:func:`read_exact`): the meanings plus
+#: the thesaurus (:mod:`pipeline.baseline.thesaurus`, written blind to the paraphrase banks).
+LEXICON: dict[tuple[str, str], tuple[str, ...]] = {
+    key: tuple(dict.fromkeys(texts + SYNONYMS.get(key, ()))) for key, texts in MEANINGS.items()}
+
 Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised raw MiniLM embeddings
 
 
 class Reader:
     """Everyday phrases -> ``{group: value}`` by MiniLM similarity to :data:`MEANINGS`."""
 
-    def __init__(self, encode: Encode, min_cosine: float, min_margin: float, vocab: Iterable[str] = ()):
+    def __init__(self, encode: Encode, min_cosine: float, min_margin: float, vocab: Iterable[str] = (),
+                 thesaurus: bool = True):
         self.encode, self.min_cosine, self.min_margin = encode, min_cosine, min_margin
-        self.keys = [key for key, texts in MEANINGS.items() for _ in texts]
+        # The thesaurus's words as anchors too: a shade near "crimson" is red even if far from "red".
+        self.meanings = meanings = LEXICON if thesaurus else MEANINGS
+        self.keys = [key for key, texts in meanings.items() for _ in texts]
+        # The training captions' words that mean no value: "wearing", "pedestrian", "person". Not
+        # filler: the meanings' words, and words that are a lexicon entry on their own ("coat");
+        # a word inside a thesaurus phrase ("wearing" in "glasses-wearing") still is.
         meaning_words = {w for texts in MEANINGS.values() for t in texts for w in tokens(t)}
-        # The training captions' words that mean no value: "wearing", "pedestrian", "person".
-        self.filler = sorted(set(vocab) - meaning_words)
+        entries = {spelled(t) for texts in meanings.values() for t in texts}
+        self.filler = sorted(set(vocab) - meaning_words - entries)
         self._anchors: np.ndarray | None = None
         # Per domain, the columns of its groups' meanings (the reader's search space).
         self._cols = {d: np.array([j for j, (g, _) in enumerate(self.keys) if DOMAIN_OF_GROUP[g] == d])
@@ -88,7 +102,7 @@ class Reader:
     def anchors(self) -> np.ndarray:
         """The meanings' embeddings, then the filler words' (computed on first use)."""
         if self._anchors is None:  # a serving process that never needs them never pays
-            self._anchors = self.encode([t for texts in MEANINGS.values() for t in texts] + self.filler)
+            self._anchors = self.encode([t for texts in self.meanings.values() for t in texts] + self.filler)
         return self._anchors
 
     def read(self, captions: Sequence[str], stated: Sequence[Mapping[str, str]],
@@ -128,6 +142,11 @@ class Reader:
         return found
 
 
+def spelled(text: str) -> str:
+    """``text`` as :func:`phrases` spells it: its content words (no function words, no digits)."""
+    return " ".join(t for t in tokens(text) if t not in FUNCTION_WORDS and not t.isdigit())
+
+
 def phrases(caption: str) -> list[str]:
     """The caption's content-word n-grams (1 to :data:`MAX_WORDS` words), none inside a negation's window."""
     runs, words, skip = [], [], 0
@@ -144,18 +163,20 @@ def phrases(caption: str) -> list[str]:
 
 
 @cache
-def _exact_meanings() -> dict[str, tuple[str, str]]:
-    """``{phrase: (group, value)}``: each meaning as :func:`phrases` spells it, when it names one
-    value (built once: :data:`MEANINGS` is a constant, and every served caption looks it up)."""
+def _exact_meanings(thesaurus: bool = True) -> dict[str, tuple[str, str]]:
+    """``{phrase: (group, value)}``: each meaning (and thesaurus word) as :func:`phrases` spells it,
+    when it names one value (built once: the tables are constants, and every served caption looks
+    it up)."""
     seen: dict[str, set[tuple[str, str]]] = {}
-    for key, texts in MEANINGS.items():
+    for key, texts in (LEXICON if thesaurus else MEANINGS).items():
         for t in texts:
-            seen.setdefault(" ".join(w for w in tokens(t) if w not in FUNCTION_WORDS), set()).add(key)
+            seen.setdefault(spelled(t), set()).add(key)
     return {p: next(iter(keys)) for p, keys in seen.items() if len(keys) == 1 and p}
 
 
-def read_exact(parsed: Sequence[Any], rules: Iterable[Any] = ()) -> list[Any]:
-    """The mapping's reading plus every value a caption names by one of its plain-word meanings.
+def read_exact(parsed: Sequence[Any], rules: Iterable[Any] = (), thesaurus: bool = True) -> list[Any]:
+    """The mapping's reading plus every value a caption names by one of its plain-word meanings
+    (or, with ``thesaurus``, a word of :mod:`pipeline.baseline.thesaurus`).
 
     The mined rules are a minimal cover of the template's captions: "she" states female, so
     "female" is no rule, and "A female pedestrian with a backpack." reads as the backpack alone.
@@ -168,7 +189,7 @@ def read_exact(parsed: Sequence[Any], rules: Iterable[Any] = ()) -> list[Any]:
     from pipeline.mapping import ParsedCaption
 
     taken = {r.phrase for r in rules}
-    exact = {p: key for p, key in _exact_meanings().items() if p not in taken}
+    exact = {p: key for p, key in _exact_meanings(thesaurus).items() if p not in taken}
     out = []
     for p in parsed:
         named: dict[str, str] = {}

@@ -94,3 +94,37 @@ def test_read_exact_fills_what_the_minimal_rules_leave_out_and_leaves_the_templa
     assert (got[3].domain, got[3].attributes) == ("pedestrian", {"gender": "female"})  # domain from the meaning
     assert got[4].domain == "unknown" and got[4].attributes == {}             # two domains: undecided
     assert got[5].attributes == {}                                            # negated
+
+
+def test_thesaurus_is_a_clean_widening_of_the_meanings():
+    """Same keys as MEANINGS; every phrase names one value (a shared phrase would be dropped
+    silently), is lower case, has 1 to MAX_WORDS content words, no negation and (thesaurus) no
+    digit: the reader drops a caption's digits."""
+    from pipeline.baseline.reader import LEXICON, MAX_WORDS, _exact_meanings, spelled
+    from pipeline.baseline.thesaurus import SYNONYMS
+    from pipeline.mapping.words import NEGATIONS, tokens
+
+    assert set(SYNONYMS) == set(MEANINGS)
+    assert not [t for texts in SYNONYMS.values() for t in texts if any(w.isdigit() for w in tokens(t))]
+    owner: dict[str, tuple[str, str]] = {}
+    for key, texts in LEXICON.items():
+        for t in texts:
+            words = spelled(t)
+            assert t == t.lower() and 1 <= len(words.split()) <= MAX_WORDS, (key, t)
+            assert not set(tokens(t)) & set(NEGATIONS), (key, t)
+            assert owner.setdefault(words, key) == key, (t, key, owner[words])
+    assert len(_exact_meanings()) == len(owner) > len(_exact_meanings(thesaurus=False))
+
+
+def test_read_exact_reads_thesaurus_words_only_when_asked():
+    from pipeline.baseline.reader import read_exact
+    from pipeline.mapping import CaptionMapping, Rule
+
+    mapping = CaptionMapping([Rule("she", "gender", "female", 9, 1.0, "mined")])
+    captions = ["a lady with a rucksack", "a crimson saloon", "a gentleman without a rucksack"]
+    got = read_exact(mapping.parse_many(captions), mapping.rules)
+    assert (got[0].domain, got[0].attributes) == ("pedestrian", {"gender": "female", "bag": "backpack"})
+    assert (got[1].domain, got[1].attributes) == ("vehicle", {"color": "red", "type": "Sedan"})
+    assert got[2].attributes == {"gender": "male"}  # the rucksack is negated
+    plain = read_exact(mapping.parse_many(captions), mapping.rules, thesaurus=False)
+    assert [p.attributes for p in plain] == [{}, {}, {}]
