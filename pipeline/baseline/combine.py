@@ -10,8 +10,11 @@ part (``red`` -> colour, and so the vehicle domain) or not at all. So each capti
 
    - no content word (empty, punctuation, digits only): ``none`` - empty lists, flagged;
    - parsed to a domain and every content word known: ``decoupled`` - the keywords-only distance;
-   - no known word and no training caption within ``min_similarity`` (cosine of the raw MiniLM
-     sentence embeddings: another language, gibberish): ``none``;
+   - no known word, no value named exactly (by the mapping or a thesaurus word:
+     :func:`~pipeline.baseline.reader.read_exact`) and no training caption within
+     ``min_similarity`` (cosine of the raw MiniLM sentence embeddings: another language,
+     gibberish): ``none``. "Bloke in profile, with specs on" shares no word with the training
+     captions and is far from all of them, yet names three values;
    - with ``combine: fusion``, when some attribute of the dual encoder's domain is read - by the
      mapping, or by the everyday-words :class:`~pipeline.baseline.reader.Reader` ("lady" ->
      female, "rucksack" -> backpack; ``reader: true``): ``fusion`` - z-scored dual-encoder
@@ -72,13 +75,14 @@ def words_of(caption: Any, vocab: frozenset[str] | set[str]) -> Words:
 
 
 def decide(words: Words, parsed_domain: str, has_attributes: bool, de_domain: str | None,
-           similarity: float | None, combine: str, min_similarity: float) -> tuple[str, str]:
+           similarity: float | None, combine: str, min_similarity: float, named: bool = False) -> tuple[str, str]:
     """``(path, domain)`` for one caption (the table in the module docstring).
 
     ``de_domain`` / ``similarity`` (the dual encoder's domain, the best cosine to a training
     caption) are only needed - and only computed - when the decoupled path does not answer;
     ``has_attributes`` then says whether the caption states some attribute of ``de_domain``
-    (read by the mapping or by the :class:`~pipeline.baseline.reader.Reader`).
+    (read by the mapping or by the :class:`~pipeline.baseline.reader.Reader`); ``named`` whether
+    the parse (the mapping's, widened by exact meanings) names any value at all.
     """
     if not words.content:
         return NONE, "unknown"
@@ -86,7 +90,7 @@ def decide(words: Words, parsed_domain: str, has_attributes: bool, de_domain: st
         return DECOUPLED, parsed_domain
     if de_domain is None:
         return NONE, "unknown"  # no dual encoder to ask
-    if not words.known and (similarity is None or similarity < min_similarity):
+    if not words.known and not named and (similarity is None or similarity < min_similarity):
         return NONE, "unknown"
     if combine == FUSION and has_attributes:
         return FUSION, de_domain
@@ -199,7 +203,7 @@ def answer(captions: Sequence[str], parsed: Sequence[Any], decoupled: Any, index
     for j, i in enumerate(need):
         sims, de_domain, attributes = sims_all[j], de_domains[j], stated[j]
         path, domain = decide(words[i], parsed[i].domain, bool(attributes), de_domain, float(best_ref[j]),
-                              fallback.combine, fallback.min_similarity)
+                              fallback.combine, fallback.min_similarity, named=bool(parsed[i].attributes))
         out["domain"][i], out["path"][i] = domain, path
         if path == NONE:
             continue

@@ -134,6 +134,17 @@ def test_decide(words, parsed, attrs, de, sim, mode, expected):
     assert combine.decide(words, parsed, attrs, de, sim, mode, 0.3) == expected
 
 
+def test_decide_answers_a_far_caption_that_names_values_exactly():
+    """ "Bloke in profile, with specs on": no training word, far from every training caption, but
+    the thesaurus names three values - answered, not "no attribute understood"."""
+    words = _words([], ["bloke", "profile", "specs"])
+    assert combine.decide(words, "pedestrian", True, "pedestrian", 0.1, "fusion", 0.3) == ("none", "unknown")
+    assert combine.decide(words, "pedestrian", True, "pedestrian", 0.1, "fusion", 0.3, named=True) == \
+        ("fusion", "pedestrian")
+    assert combine.decide(_words([], ["une", "femme"]), "unknown", False, "pedestrian", 0.1, "fusion", 0.3,
+                          named=False) == ("none", "unknown")
+
+
 def test_words_of_drops_function_words_digits_and_odd_input():
     w = combine.words_of("A lady, 18-60, in a RED dress!", frozenset({"red", "dress"}))
     assert w.known == ("red", "dress") and w.unknown == ("lady",)
