@@ -80,7 +80,8 @@ Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> L2-normalised raw Min
 
 
 class Reader:
-    """Everyday phrases -> ``{group: value}`` by MiniLM similarity to :data:`MEANINGS`."""
+    """Everyday phrases -> ``{group: value}`` by MiniLM similarity to :data:`LEXICON` (or, without
+    ``thesaurus``, :data:`MEANINGS` alone: the bench compares both)."""
 
     def __init__(self, encode: Encode, min_cosine: float, min_margin: float, vocab: Iterable[str] = (),
                  thesaurus: bool = True):
