@@ -67,10 +67,10 @@ class Words:
 
 
 def words_of(caption: Any, vocab: frozenset[str] | set[str]) -> Words:
-    from pipeline.mapping import FUNCTION_WORDS, tokens
+    from pipeline.mapping.words import is_content, tokens
 
     text = caption if isinstance(caption, str) else ("" if caption is None else str(caption))
-    content = [t for t in tokens(text) if t not in FUNCTION_WORDS and not t.isdigit()]
+    content = [t for t in tokens(text) if is_content(t)]
     return Words(tuple(t for t in content if t in vocab), tuple(t for t in content if t not in vocab))
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.baseline.thesaurus import SYNONYMS
-from pipeline.mapping.words import DOMAIN_OF_GROUP, FUNCTION_WORDS, NEGATION_WINDOW, NEGATIONS, tokens
+from pipeline.mapping.words import DOMAIN_OF_GROUP, NEGATION_WINDOW, NEGATIONS, is_content, tokens
 
 #: Longest phrase looked up, in words.
 MAX_WORDS = 3
@@ -145,7 +145,7 @@ class Reader:
 
 def spelled(text: str) -> str:
     """``text`` as :func:`phrases` spells it: its content words (no function words, no digits)."""
-    return " ".join(t for t in tokens(text) if t not in FUNCTION_WORDS and not t.isdigit())
+    return " ".join(t for t in tokens(text) if is_content(t))
 
 
 def phrases(caption: str) -> list[str]:
@@ -157,7 +157,7 @@ def phrases(caption: str) -> list[str]:
             words, skip = [], NEGATION_WINDOW + 1
         elif skip:
             skip -= 1
-        elif t not in FUNCTION_WORDS and not t.isdigit():
+        elif is_content(t):
             words.append(t)
     runs.append(words)
     return [" ".join(w[s:s + n]) for w in runs for n in range(1, MAX_WORDS + 1) for s in range(len(w) - n + 1)]

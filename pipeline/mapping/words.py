@@ -31,3 +31,9 @@ DOMAIN_OF_GROUP: dict[str, str] = {name: d for d, gs in schema.GROUPS_BY_DOMAIN.
 def tokens(text: str) -> list[str]:
     """Lower-cased word tokens of ``text``."""
     return TOKEN.findall(text.lower())
+
+
+def is_content(token: str) -> bool:
+    """A token that can state something in a served caption: not a function word, not a bare
+    number (the served ensemble's words and the everyday-words reader's phrases both use it)."""
+    return token not in FUNCTION_WORDS and not token.isdigit()
